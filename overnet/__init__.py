@@ -1,0 +1,7 @@
+"""OverNet (Behjati, Rodriguez, Mehri, Hwang, Gonzalez, Gonfaus: "OverNet: Lightweight Multi-Scale
+Super-Resolution with Overscaling Network", WACV 2021)."""
+from overnet.overnet import OverNet
+
+MODELS = {"overnet": OverNet}
+
+__all__ = ["OverNet", "MODELS"]

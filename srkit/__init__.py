@@ -1,0 +1,1 @@
+"""srkit: the engine shared by carn/ and overnet/ (data, metrics, resize, tiling, checkpoints, sampler, trainer)."""

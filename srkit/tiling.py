@@ -1,0 +1,84 @@
+"""Inference wrappers written once for every model: overlapping tiles and the x8 self-ensemble.
+
+``forward_tiled`` generalizes the authors' 4-patch ``--shave`` chop: the LR image is cut into cores of
+``tile`` pixels, each run with ``overlap`` extra pixels of context on every side, and only the core of each
+output is kept, so memory is bounded by the tile size. Tile origins are multiples of ``tile_step(scale)``
+so that at real-valued scales every tile samples the same bicubic grid as the whole image.
+
+Models with global pooling (OverNet's squeeze-excitation and global skip) need whole-image statistics:
+``GlobalAvgPool`` layers take them from ``stat_passes`` preliminary passes over the tiles, each pass
+measuring every pooled mean over the cores (which partition the image) with the previous pass's means
+fixed. One pass brings a tiled OverNet to within 1e-5 of the whole-image forward (tests/test_tiling.py).
+"""
+from __future__ import annotations
+
+from typing import Callable
+
+import torch
+from srkit.layers import GlobalAvgPool
+from srkit.resize import sr_size, tile_step
+
+
+def _axis_tiles(n: int, tile: int, overlap: int, step: int) -> list[tuple[int, int, int, int]]:
+    """(start, end) of each core and of its padded window along one axis, all starts multiples of step."""
+    tile = max(step, tile // step * step)
+    overlap = -(-overlap // step) * step
+    out = []
+    for c0 in range(0, n, tile):
+        c1 = min(c0 + tile, n)
+        out.append((c0, c1, max(0, c0 - overlap), min(n, c1 + overlap)))
+    return out
+
+
+def forward_tiled(model: Callable, x: torch.Tensor, scale: float, tile: int, overlap: int,
+                  stat_passes: int = 1, pools: list[GlobalAvgPool] | None = None) -> torch.Tensor:
+    """SR of ``x`` (N,3,H,W) computed tile by tile; ``tile <= 0`` or an image within one tile: one forward."""
+    h, w = x.shape[-2:]
+    if tile <= 0 or (h <= tile and w <= tile):
+        return model(x, scale)
+    step = tile_step(scale)
+    tiles = [(ty, tx) for ty in _axis_tiles(h, tile, overlap, step) for tx in _axis_tiles(w, tile, overlap, step)]
+    if pools is None:
+        mods = getattr(model, "modules", None)
+        pools = [m for m in mods() if isinstance(m, GlobalAvgPool)] if mods else []
+    try:
+        for _ in range(stat_passes if pools else 0):
+            for p in pools:
+                p.acc = None
+            for (cy0, cy1, wy0, wy1), (cx0, cx1, wx0, wx1) in tiles:
+                for p in pools:
+                    p.core = (cy0 - wy0, cy1 - wy0, cx0 - wx0, cx1 - wx0)
+                model(x[..., wy0:wy1, wx0:wx1], scale)
+            for p in pools:
+                p.fixed = (p.acc / (h * w)).float()
+        for p in pools:
+            p.core = None
+        out = None
+        for (cy0, cy1, wy0, wy1), (cx0, cx1, wx0, wx1) in tiles:
+            sr = model(x[..., wy0:wy1, wx0:wx1], scale)
+            if out is None:
+                out = sr.new_empty(*sr.shape[:2], sr_size(h, scale), sr_size(w, scale))
+            # cores start at multiples of step, so c*scale is an integer pixel of the output
+            oy0, ox0 = round(cy0 * scale), round(cx0 * scale)
+            oy1, ox1 = sr_size(cy1, scale), sr_size(cx1, scale)
+            ly0, lx0 = round((cy0 - wy0) * scale), round((cx0 - wx0) * scale)
+            out[..., oy0:oy1, ox0:ox1] = sr[..., ly0:ly0 + oy1 - oy0, lx0:lx0 + ox1 - ox0]
+        return out
+    finally:
+        for p in pools:
+            p.core = p.fixed = p.acc = None
+
+
+_TRANSFORMS = [(rot, flip) for flip in (False, True) for rot in range(4)]
+
+
+def self_ensemble(fn: Callable[[torch.Tensor], torch.Tensor], x: torch.Tensor) -> torch.Tensor:
+    """Geometric x8 self-ensemble: the mean of fn over the 4 rotations x 2 flips, each transformed back."""
+    acc = None
+    for rot, flip in _TRANSFORMS:
+        t = torch.flip(x, dims=[-1]) if flip else x
+        y = fn(torch.rot90(t, rot, dims=[-2, -1]))
+        y = torch.rot90(y, -rot, dims=[-2, -1])
+        y = torch.flip(y, dims=[-1]) if flip else y
+        acc = y if acc is None else acc + y
+    return acc / len(_TRANSFORMS)
