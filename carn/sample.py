@@ -61,7 +61,8 @@ def main(argv: list[str] | None = None) -> int:
         print(f"error: this model serves x{flags['scales']}, not {bad}", file=sys.stderr)
         return 2
     device = pick_device(args.cpu)
-    predict = Predictor(net.to(device), tile=args.tile, overlap=args.shave, ensemble=args.self_ensemble)
+    predict = Predictor(net.to(device), tile=args.tile, overlap=args.shave, ensemble=args.self_ensemble,
+                        fast=not args.plain)
     return run_benchmarks(predict, flags["model"], args.test_data_dir, [float(s) for s in scales], args.sample_dir,
                           device, test_y_channel=not args.rgb, save=not args.no_save,
                           config={**vars(args), **flags})

@@ -1,0 +1,102 @@
+"""Pack DIV2K into one h5 file for training (RGB uint8, groups HR, X2, X3, X4; datasets "0", "1", ... in
+filename order).
+
+    python div2h5.py --div2k datasets/DIV2K --out datasets/DIV2K_train.h5
+
+Input: ``DIV2K_train_HR/0001.png`` and ``DIV2K_train_LR_bicubic/X<s>/0001x<s>.png``. A missing X<s> folder is
+generated from HR with the MATLAB-compatible bicubic imresize (HR cropped to a multiple of s). Counts, names
+and sizes are checked (a clear error names the file). The file is written under a temporary name and
+renamed at the end, so an interrupted run never leaves a half-written h5 under the final name.
+(The OverNet authors' div2h5.py stored BGR via cv2; this stores RGB, as both models are trained on.)
+"""
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+from pathlib import Path
+
+import h5py
+import numpy as np
+from tqdm import tqdm
+
+from srkit.benchmark import crop_to_scale, make_lr
+from srkit.imageio import ImageError, read_rgb8
+
+SCALES = (2, 3, 4)
+
+
+def _list_hr(hr_dir: Path) -> list[Path]:
+    if not hr_dir.is_dir():
+        raise FileNotFoundError(f"{hr_dir}: missing (expected DIV2K_train_HR/0001.png ...)")
+    files = sorted(hr_dir.glob("*.png"))
+    if not files:
+        raise FileNotFoundError(f"{hr_dir}: no PNG images")
+    return files
+
+
+def _lr_path(lr_dir: Path, hr: Path, s: int) -> Path:
+    return lr_dir / f"X{s}" / f"{hr.stem}x{s}.png"
+
+
+def check_lr_folder(lr_dir: Path, hrs: list[Path], s: int) -> None:
+    """Every HR has its LR partner and no stray LR exists."""
+    names = {p.name for p in (lr_dir / f"X{s}").glob("*.png")}
+    want = {f"{h.stem}x{s}.png" for h in hrs}
+    if names != want:
+        missing, extra = sorted(want - names), sorted(names - want)
+        raise FileNotFoundError(f"{lr_dir / f'X{s}'}: {len(hrs)} HR images but {len(names)} LR images"
+                                + (f"; missing {missing[:3]}" if missing else "") + (f"; unexpected {extra[:3]}" if extra else ""))
+
+
+def build_h5(div2k: Path, out: Path, scales: tuple[int, ...] = SCALES) -> dict:
+    hr_dir, lr_dir = div2k / "DIV2K_train_HR", div2k / "DIV2K_train_LR_bicubic"
+    hrs = _list_hr(hr_dir)
+    generate = {s: not (lr_dir / f"X{s}").is_dir() for s in scales}
+    for s in scales:
+        if not generate[s]:
+            check_lr_folder(lr_dir, hrs, s)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    tmp = out.with_name(out.name + ".partial")
+    try:
+        with h5py.File(tmp, "w") as f:
+            groups = {"HR": f.create_group("HR"), **{s: f.create_group(f"X{s}") for s in scales}}
+            for i, hr_path in enumerate(tqdm(hrs, desc="div2h5", unit="img")):
+                hr = read_rgb8(hr_path)
+                groups["HR"].create_dataset(str(i), data=hr)
+                for s in scales:
+                    if generate[s]:
+                        lr = make_lr(crop_to_scale(hr, s), s)
+                    else:
+                        lr = read_rgb8(_lr_path(lr_dir, hr_path, s))
+                        if (lr.shape[0] * s, lr.shape[1] * s) != (hr.shape[0] // s * s, hr.shape[1] // s * s):
+                            raise ImageError(f"{_lr_path(lr_dir, hr_path, s)}: LR {lr.shape[1]}x{lr.shape[0]} "
+                                             f"does not match HR {hr_path.name} {hr.shape[1]}x{hr.shape[0]} at x{s}")
+                    groups[s].create_dataset(str(i), data=lr)
+            f.attrs["names"] = [p.stem for p in hrs]
+            f.attrs["scales"] = list(scales)
+            f.attrs["channels"] = "RGB"
+        os.replace(tmp, out)
+    except BaseException:
+        if tmp.exists():
+            tmp.unlink()
+        raise
+    return {"images": len(hrs), "generated": [s for s in scales if generate[s]]}
+
+
+def main(argv: list[str] | None = None) -> int:
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--div2k", type=Path, default=Path("datasets/DIV2K"), help="folder holding DIV2K_train_HR/")
+    p.add_argument("--out", type=Path, default=Path("datasets/DIV2K_train.h5"))
+    args = p.parse_args(argv)
+    try:
+        info = build_h5(args.div2k, args.out)
+    except (FileNotFoundError, ImageError) as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 1
+    print(f"wrote {args.out}: {info['images']} images" + (f", generated LR x{info['generated']}" if info["generated"] else ""))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,86 @@
+"""DIV2K h5 patch loader.
+
+Each training step's batch is a pure function of (seed, step, rank): which images, where to crop, the flips
+and rotations, and (for ``--scale 0``) the step's scale. Resuming at step k therefore sees exactly the data
+an uninterrupted run sees, with no sampler state to save, and DDP ranks draw different patches.
+Images are drawn uniformly with replacement (the authors shuffle epochs; over 800 images the two are
+equivalent in expectation). Patches are read straight from the h5 file (one open handle per worker), so
+the loader holds no copy of DIV2K in memory. ``--scale 0`` crops only the scale the step uses (the
+authors crop all three scales for every sample and throw two away).
+"""
+from __future__ import annotations
+
+from pathlib import Path
+
+import h5py
+import numpy as np
+import torch
+from torch.utils.data import Dataset
+
+
+class StepBatches(Dataset):
+    """``dataset[step]`` -> (hr, lr, scale): float tensors in [0,1], (B,3,P*s,P*s) and (B,3,P,P).
+
+    ``scales``: the scales the run trains; a step uses one of them (drawn per step when several).
+    ``all_scales=True`` returns, instead, a list of (hr, lr, scale) for every scale (OverNet's multi-scale loss).
+    """
+
+    def __init__(self, h5_path: str | Path, scales: tuple[int, ...], patch_size: int, batch_size: int,
+                 seed: int = 0, rank: int = 0, length: int = 10 ** 9, all_scales: bool = False) -> None:
+        self.path = Path(h5_path)
+        if not self.path.is_file():
+            raise FileNotFoundError(f"{self.path}: no such h5 file (make it with div2h5.py)")
+        with h5py.File(self.path, "r") as f:
+            missing = [f"X{s}" for s in scales if f"X{s}" not in f]
+            if "HR" not in f or missing:
+                raise ValueError(f"{self.path}: lacks groups {['HR'] if 'HR' not in f else []}{missing}")
+            self.n = len(f["HR"])
+            small = [k for k in f["HR"] if min(f["HR"][k].shape[:2]) < patch_size * max(scales)]
+            if small:
+                raise ValueError(f"{self.path}: HR image {small[0]} is smaller than patch {patch_size} x {max(scales)}")
+        self.scales, self.patch, self.batch = tuple(scales), patch_size, batch_size
+        self.seed, self.rank, self.length, self.all_scales = seed, rank, length, all_scales
+        self._f: h5py.File | None = None
+
+    def __len__(self) -> int:
+        return self.length
+
+    def _file(self) -> h5py.File:
+        if self._f is None:  # opened lazily, once per worker process
+            self._f = h5py.File(self.path, "r")
+        return self._f
+
+    def step_scale(self, step: int) -> int:
+        """The scale of a step: the same on every rank (drawn from seed and step only)."""
+        rng = np.random.default_rng([self.seed, step, 7919])
+        return int(self.scales[rng.integers(len(self.scales))])
+
+    def _crop(self, rng: np.random.Generator, idx: int, s: int) -> tuple[np.ndarray, np.ndarray]:
+        f = self._file()
+        lr_ds, hr_ds = f[f"X{s}"][str(idx)], f["HR"][str(idx)]
+        p = self.patch
+        y = int(rng.integers(0, lr_ds.shape[0] - p + 1))
+        x = int(rng.integers(0, lr_ds.shape[1] - p + 1))
+        lr = lr_ds[y:y + p, x:x + p]
+        hr = hr_ds[y * s:(y + p) * s, x * s:(x + p) * s]
+        if rng.random() < 0.5:
+            lr, hr = lr[:, ::-1], hr[:, ::-1]
+        if rng.random() < 0.5:
+            lr, hr = lr[::-1], hr[::-1]
+        k = int(rng.integers(4))
+        return np.rot90(lr, k), np.rot90(hr, k)
+
+    def _batch(self, step: int, s: int, salt: int) -> tuple[torch.Tensor, torch.Tensor, int]:
+        rng = np.random.default_rng([self.seed, step, self.rank, salt])
+        lrs, hrs = [], []
+        for _ in range(self.batch):
+            lr, hr = self._crop(rng, int(rng.integers(self.n)), s)
+            lrs.append(lr)
+            hrs.append(hr)
+        to_t = lambda a: torch.from_numpy(np.ascontiguousarray(np.stack(a))).permute(0, 3, 1, 2).float().div_(255)  # noqa: E731
+        return to_t(hrs), to_t(lrs), s
+
+    def __getitem__(self, step: int):
+        if self.all_scales:
+            return [self._batch(step, s, s) for s in self.scales]
+        return self._batch(step, self.step_scale(step), 0)

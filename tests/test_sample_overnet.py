@@ -1,0 +1,82 @@
+"""overnet/sample.py end to end on CPU at x2/x3/x4 and a real scale; the real-scale path reduces exactly
+to the authors' integer path."""
+from __future__ import annotations
+
+import json
+import math
+import shutil
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+from conftest import load_ref
+from overnet import OverNet, sample
+from srkit.imageio import read_rgb8
+from srkit.resize import bicubic_resize, sr_size
+
+
+def _ckpt(tmp_path, name):
+    path = tmp_path / f"{name}.pth.tar"
+    torch.save(load_ref(f"{name}_random_io.pt")["checkpoint"], path)
+    return path
+
+
+def test_sample_runs_on_cpu_at_integer_and_real_scales(tmp_path, benchmark_dir):
+    ck = _ckpt(tmp_path, "overnet_x4")
+    hr_only = tmp_path / "Set5HR"
+    hr_only.mkdir()
+    for p in sorted((benchmark_dir / "Set5" / "x4").glob("*_HR.png"))[:2]:
+        shutil.copy(p, hr_only / p.name.replace("_SRF_4_HR", ""))
+    out = tmp_path / "out"
+    rc = sample.main(["--ckpt_path", str(ck), "--test_data_dir", str(benchmark_dir / "Set5"), "--scale", "2", "3", "4",
+                      "--sample_dir", str(out), "--cpu", "--tile", "0"])
+    assert rc == 0
+    rc = sample.main(["--ckpt_path", str(ck), "--test_data_dir", str(hr_only), "--scale", "2.5",
+                      "--sample_dir", str(out / "real"), "--cpu"])
+    assert rc == 0
+    res = json.loads((out / "overnet_x4" / "summary.json").read_text())["results"]
+    res += json.loads((out / "real" / "overnet_x4" / "summary.json").read_text())["results"]
+    assert [r["scale"] for r in res] == [2, 3, 4, 2.5] and [r["images"] for r in res] == [5, 5, 5, 2]
+    assert all(math.isfinite(r["psnr"]) and 10 < r["psnr"] < 60 and 0 < r["ssim"] <= 1 for r in res)
+    for s in (2, 3, 4):
+        d = out / "overnet_x4" / "Set5" / f"x{s}"
+        for hr in (d / "HR").iterdir():
+            lr = read_rgb8(benchmark_dir / "Set5" / f"x{s}" / hr.name.replace("_HR", "_LR"))
+            sr = read_rgb8(d / "SR" / hr.name.replace("_HR", "_SR"))
+            assert sr.shape == (lr.shape[0] * s, lr.shape[1] * s, 3) == read_rgb8(hr).shape
+    for hr in (out / "real" / "overnet_x4" / "Set5HR" / "x2.5" / "HR").iterdir():
+        sr = read_rgb8(out / "real" / "overnet_x4" / "Set5HR" / "x2.5" / "SR" / hr.name)
+        assert sr.shape == read_rgb8(hr).shape and sr.shape[0] % 5 == 0
+
+
+def test_scale_outside_model_is_refused(tmp_path, capsys):
+    ck = _ckpt(tmp_path, "overnet_x2")
+    assert sample.main(["--ckpt_path", str(ck), "--scale", "3.5"]) == 2
+    assert "serves 1 < s <= 3" in capsys.readouterr().err
+    assert sample.main(["--ckpt_path", str(ck), "--upscale", "5"]) == 2
+    assert "--upscale 5 (checkpoint has 3)" in capsys.readouterr().err
+
+
+def test_real_scale_path_reduces_to_the_authors_integer_path():
+    torch.manual_seed(0)
+    for u in (3, 4, 5):
+        for s in range(2, u):
+            feat = torch.randn(1, 8, u * 13, u * 17)
+            authors = F.interpolate(feat, (13 * s, 17 * s), mode="bicubic", align_corners=False)
+            assert torch.equal(bicubic_resize(feat, (13 * s, 17 * s), s / u), authors)
+    ref = load_ref("overnet_x4_random_io.pt")
+    net = OverNet(upscale=5).eval()
+    net.load_state_dict(ref["checkpoint"]["model_state_dict"])
+    with torch.no_grad():
+        for s in (2, 3, 4):
+            assert torch.equal(net(ref["input"], float(s)), net(ref["input"], s))
+            assert torch.equal(net(ref["input"], s + 1e-12), net(ref["input"], s))
+
+
+def test_real_scale_output_size():
+    assert sr_size(23, 2.5) == 58 and sr_size(29, 3.7) == 107 and sr_size(10, 1.5) == 15
+    net = OverNet(upscale=4).eval()
+    with torch.no_grad():
+        assert net(torch.rand(1, 3, 23, 29), 3.7).shape == (1, 3, 85, 107)
+    assert np.isclose(23 * 3.7, 85.1)
