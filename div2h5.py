@@ -17,7 +17,6 @@ import sys
 from pathlib import Path
 
 import h5py
-import numpy as np
 from tqdm import tqdm
 
 from srkit.benchmark import crop_to_scale, make_lr

@@ -3,6 +3,4 @@ Cascading Residual Network", ECCV 2018)."""
 from carn.carn import CARN
 from carn.carn_m import CARN_M
 
-MODELS = {"carn": CARN, "carn_m": CARN_M}
-
-__all__ = ["CARN", "CARN_M", "MODELS"]
+__all__ = ["CARN", "CARN_M"]

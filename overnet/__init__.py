@@ -2,6 +2,4 @@
 Super-Resolution with Overscaling Network", WACV 2021)."""
 from overnet.overnet import OverNet
 
-MODELS = {"overnet": OverNet}
-
-__all__ = ["OverNet", "MODELS"]
+__all__ = ["OverNet"]
