@@ -30,11 +30,6 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     return p.parse_args(argv)
 
 
-def loss_of(net, batch, loss_fn):
-    hr, lr, s = batch
-    return loss_fn(net(lr, s), hr)
-
-
 def main(argv: list[str] | None = None) -> list[float]:
     cfg = parse_args(argv)
     multi = cfg.scale == 0
@@ -42,7 +37,7 @@ def main(argv: list[str] | None = None) -> list[float]:
     net = spec.build(cfg.model, scale=None if multi else cfg.scale, multi_scale=multi, group=cfg.group,
                      reduce_upsample=cfg.reduce_upsample)
     scales = (2, 3, 4) if multi else (cfg.scale,)
-    trainer = Trainer(net, cfg, scales, lambda params, lr: torch.optim.Adam(params, lr), loss_of)
+    trainer = Trainer(net, cfg, scales, lambda params, lr: torch.optim.Adam(params, lr))
     return trainer.train()
 
 

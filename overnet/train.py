@@ -37,20 +37,13 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     return cfg
 
 
-def loss_of(net, batch, loss_fn):
-    if isinstance(batch, list):  # multi-scale loss
-        return sum(loss_fn(net(lr, s), hr) for hr, lr, s in batch)
-    hr, lr, s = batch
-    return loss_fn(net(lr, s), hr)
-
-
 def main(argv: list[str] | None = None) -> list[float]:
     cfg = parse_args(argv)
     multi = cfg.scale == 0
     torch.manual_seed(cfg.seed)  # reproducible initial weights
     net = spec.build(upscale=cfg.upscale, group=cfg.group)
     scales = (2, 3, 4) if multi else (cfg.scale,)
-    trainer = Trainer(net, cfg, scales, lambda params, lr: AdamP(params, lr), loss_of, all_scales=multi)
+    trainer = Trainer(net, cfg, scales, lambda params, lr: AdamP(params, lr), all_scales=multi)
     return trainer.train()
 
 

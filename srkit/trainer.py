@@ -73,6 +73,14 @@ def setup_distributed(cpu: bool) -> tuple[int, int, torch.device]:
     return rank, world, torch.device("cpu")
 
 
+def batch_loss(net: nn.Module, batch, loss_fn: nn.Module) -> torch.Tensor:
+    """Loss of one batch (hr, lr, scale); for a list of such batches (OverNet's multi-scale loss), the sum."""
+    if isinstance(batch, list):
+        return sum(batch_loss(net, b, loss_fn) for b in batch)
+    hr, lr, s = batch
+    return loss_fn(net(lr, s), hr)
+
+
 def lr_at(cfg: argparse.Namespace, step: int) -> float:
     return cfg.lr * (0.5 ** (step // cfg.decay))
 
@@ -93,10 +101,10 @@ def _digest(model: nn.Module) -> str:
 
 
 class Trainer:
-    """``loss_of(model, batch, loss_fn) -> loss``: how one batch from :class:`StepBatches` becomes a loss."""
+    """Trains ``model`` on :class:`StepBatches`; ``all_scales`` gives every step a batch per scale (summed loss)."""
 
     def __init__(self, model: nn.Module, cfg: argparse.Namespace, scales: tuple[int, ...],
-                 make_optimizer: Callable, loss_of: Callable, all_scales: bool = False) -> None:
+                 make_optimizer: Callable, all_scales: bool = False) -> None:
         self.cfg, self.scales = cfg, scales
         self.rank, self.world, self.device = setup_distributed(cfg.cpu)
         self.run_dir = Path(cfg.ckpt_dir) / cfg.ckpt_name
@@ -112,7 +120,7 @@ class Trainer:
             sd, _ = read_checkpoint(cfg.pretrained)
             self.model.load_state_dict(sd)
         self.optim = make_optimizer([p for p in self.model.parameters() if p.requires_grad], cfg.lr)
-        self.loss_fn, self.loss_of = LOSSES[cfg.loss_fn](), loss_of
+        self.loss_fn = LOSSES[cfg.loss_fn]()
         self.step, self.best = 0, -1.0
         if cfg.resume:
             self._resume()
@@ -160,6 +168,8 @@ class Trainer:
             from torch.utils.tensorboard import SummaryWriter
             writer = SummaryWriter(str(self.run_dir / "tensorboard"), purge_step=self.step + 1)
             log = self._open_csv()
+        if cfg.debug_sync:  # every rank writes its own digest file; rank 0 may not have made the folder yet
+            self.run_dir.mkdir(parents=True, exist_ok=True)
         sync_log = open(self.run_dir / f"sync_rank{self.rank}.txt", "a") if cfg.debug_sync else None
         steps = range(self.step, cfg.max_steps)
         loader = DataLoader(self.data, batch_size=None, sampler=steps, num_workers=cfg.workers, collate_fn=_as_is,
@@ -173,7 +183,7 @@ class Trainer:
             for g in self.optim.param_groups:
                 g["lr"] = lr
             with torch.autocast(self.device.type, dtype=self.amp or torch.float32, enabled=self.amp is not None):
-                loss = self.loss_of(self.net, self._to_device(batch), self.loss_fn)
+                loss = batch_loss(self.net, self._to_device(batch), self.loss_fn)
             self.optim.zero_grad(set_to_none=True)
             self.scaler.scale(loss).backward()
             self.scaler.unscale_(self.optim)

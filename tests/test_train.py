@@ -106,7 +106,7 @@ def test_missing_validation_folder_stops_at_start(div2k, tmp_path):
 def test_torchrun_two_processes_keep_parameters_identical(div2k, tmp_path):
     h5, val, _ = div2k
     env = {**os.environ, "OMP_NUM_THREADS": "1"}
-    cmd = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node=2", "--master_port=29533",
+    cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node=2",
            str(ROOT / "carn" / "train.py"), "--model", "carn_m", "--group", "4", "--scale", "0", "--cpu",
            "--debug_sync", *_args(h5, val, tmp_path, "ddp", 4)]
     r = subprocess.run(cmd, capture_output=True, text=True, env=env, timeout=600)
