@@ -17,19 +17,26 @@ import torch  # noqa: E402
 from carn import spec  # noqa: E402
 from srkit.checkpoint import CheckpointError, family_of, load_weights, read_checkpoint, resolve_flags  # noqa: E402
 from srkit.sampler import Predictor, add_inference_args, pick_device, run_benchmarks  # noqa: E402
+from srkit.upscale import upscale_paths  # noqa: E402
+from srkit.zoo import DownloadError, resolve  # noqa: E402
 
 
 def load_model(ckpt_path: str, model: str | None = None, group: int | None = None,
                reduce_upsample: bool | None = None) -> tuple[torch.nn.Module, dict]:
-    """A CARN/CARN-M built to fit ``ckpt_path`` (flags left None are read from the checkpoint), in eval mode."""
+    """A CARN/CARN-M built to fit ``ckpt_path`` (a path or a manifest name such as ``carn_m``; flags left None
+    are read from the manifest and the checkpoint), in eval mode."""
+    requested = {"model": model, "group": group, "reduce_upsample": reduce_upsample}
+    ckpt_path, entry = resolve(ckpt_path)
+    if entry is not None:
+        known = {k: v for k, v in entry["flags"].items() if k in requested}
+        requested = resolve_flags(requested, known, f"{entry['file']} (manifest)", spec.describe)
     sd, _ = read_checkpoint(ckpt_path)
     inferred = spec.infer_flags(sd)
     if inferred.get("model") is None:
         other = family_of(sd)
         hint = " - it is an OverNet checkpoint: use overnet/sample.py" if other == "overnet" else ""
         raise CheckpointError(f"{ckpt_path}: not a CARN or CARN-M checkpoint{hint}")
-    flags = resolve_flags({"model": model, "group": group, "reduce_upsample": reduce_upsample},
-                          inferred, ckpt_path, spec.describe)
+    flags = resolve_flags(requested, inferred, ckpt_path, spec.describe)
     net = spec.build(flags["model"], scale=inferred.get("scale"), multi_scale=inferred.get("multi_scale", True),
                      group=flags["group"], reduce_upsample=bool(flags["reduce_upsample"]))
     load_weights(net, sd, ckpt_path, lambda s: spec.describe(spec.infer_flags(s)))
@@ -52,7 +59,7 @@ def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
     try:
         net, flags = load_model(args.ckpt_path, args.model, args.group, args.reduce_upsample)
-    except CheckpointError as e:
+    except (CheckpointError, DownloadError) as e:
         print(f"error: {e}", file=sys.stderr)
         return 2
     scales = flags["scales"] if 0 in args.scale else args.scale
@@ -63,6 +70,9 @@ def main(argv: list[str] | None = None) -> int:
     device = pick_device(args.cpu)
     predict = Predictor(net.to(device), tile=args.tile, overlap=args.shave, ensemble=args.self_ensemble,
                         fast=not args.plain)
+    if args.input:
+        return max(upscale_paths(predict, args.input, s, Path(args.sample_dir) / flags["model"] / "upscaled" / f"x{s}",
+                                 device) for s in scales)
     return run_benchmarks(predict, flags["model"], args.test_data_dir, [float(s) for s in scales], args.sample_dir,
                           device, test_y_channel=not args.rgb, save=not args.no_save,
                           config={**vars(args), **flags})

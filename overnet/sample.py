@@ -20,16 +20,23 @@ import torch  # noqa: E402
 from overnet import spec  # noqa: E402
 from srkit.checkpoint import CheckpointError, family_of, load_weights, read_checkpoint, resolve_flags  # noqa: E402
 from srkit.sampler import Predictor, add_inference_args, pick_device, run_benchmarks  # noqa: E402
+from srkit.upscale import upscale_paths  # noqa: E402
+from srkit.zoo import DownloadError, resolve  # noqa: E402
 
 
 def load_model(ckpt_path: str, upscale: int | None = None, group: int | None = None) -> tuple[torch.nn.Module, dict]:
-    """An OverNet built to fit ``ckpt_path`` (authors' checkpoint dict or plain state dict), in eval mode."""
+    """An OverNet built to fit ``ckpt_path`` (authors' checkpoint dict or plain state dict; a path or a manifest
+    name such as ``overnet_x4``), in eval mode."""
+    requested = {"upscale": upscale, "group": group}
+    ckpt_path, entry = resolve(ckpt_path)
+    if entry is not None:
+        requested = resolve_flags(requested, entry["flags"], f"{entry['file']} (manifest)", spec.describe)
     sd, _ = read_checkpoint(ckpt_path)
     inferred = spec.infer_flags(sd)
     if inferred.get("model") is None:
         hint = " - it is a CARN/CARN-M checkpoint: use carn/sample.py" if family_of(sd) == "carn" else ""
         raise CheckpointError(f"{ckpt_path}: not an OverNet checkpoint{hint}")
-    flags = resolve_flags({"upscale": upscale, "group": group}, {k: inferred[k] for k in ("upscale", "group")},
+    flags = resolve_flags(requested, {k: inferred[k] for k in ("upscale", "group")},
                           ckpt_path, spec.describe)
     net = spec.build(upscale=flags["upscale"], group=flags["group"])
     load_weights(net, sd, ckpt_path, lambda s: spec.describe(spec.infer_flags(s)))
@@ -51,7 +58,7 @@ def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
     try:
         net, flags = load_model(args.ckpt_path, args.upscale, args.group)
-    except CheckpointError as e:
+    except (CheckpointError, DownloadError) as e:
         print(f"error: {e}", file=sys.stderr)
         return 2
     scales = args.scale or [float(flags["upscale"] - 1)]
@@ -64,6 +71,9 @@ def main(argv: list[str] | None = None) -> int:
     predict = Predictor(net.to(device), tile=args.tile, overlap=args.shave, ensemble=args.self_ensemble,
                         fast=not args.plain)
     name = f"overnet_x{flags['upscale'] - 1}"
+    if args.input:
+        return max(upscale_paths(predict, args.input, s, Path(args.sample_dir) / name / "upscaled" / f"x{s:g}",
+                                 device) for s in scales)
     return run_benchmarks(predict, name, args.test_data_dir, scales, args.sample_dir, device,
                           test_y_channel=not args.rgb, save=not args.no_save, config={**vars(args), **flags})
 

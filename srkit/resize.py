@@ -10,6 +10,8 @@ import torch
 def sr_size(n: int, scale: float) -> int:
     """Output length for input length ``n`` at ``scale``: n*scale rounded half up (exact for integer scales,
     and for benchmark LR made as HR/scale, where n*scale is the HR length)."""
+    if float(scale).is_integer():
+        return n * int(scale)  # stays symbolic under tracing (ONNX export with dynamic sizes)
     return int(math.floor(n * scale + 0.5 + 1e-9))
 
 

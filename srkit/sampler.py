@@ -42,6 +42,8 @@ def add_inference_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--rgb", action="store_true", help="score RGB instead of the Y channel")
     p.add_argument("--cpu", action="store_true", help="run on the CPU even if CUDA is available")
     p.add_argument("--no_save", action="store_true", help="score only, write no PNGs")
+    p.add_argument("--input", nargs="+", default=None,
+                   help="images or folders to upscale (no HR, no metrics); written to <sample_dir>/<model>/upscaled/x<s>/")
     p.add_argument("--plain", action="store_true", help="the plain eager float32 forward instead of the fast path")
 
 
