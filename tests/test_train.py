@@ -155,3 +155,20 @@ def test_plot_command(div2k, tmp_path):
     img = Image.open(out)
     assert img.format == "PNG" and img.size[0] > 500
     assert len(np.unique(np.asarray(img.convert("L")))) > 10  # something was drawn
+
+
+def test_num_gpu_says_how_to_launch(div2k, tmp_path):
+    h5, val, _ = div2k
+    from carn import train
+    with pytest.raises(SystemExit, match="torchrun --nproc_per_node=4"):
+        train.main(["--model", "carn", "--num_gpu", "4", *_args(h5, val, tmp_path, "run", 2)])
+
+
+def test_keeps_the_last_n_checkpoints(div2k, tmp_path):
+    h5, val, _ = div2k
+    from carn import train
+    args = _args(h5, val, tmp_path, "run", 8)
+    args[args.index("--print_interval") + 1] = "2"
+    train.main(["--model", "carn_m", "--group", "4", "--keep", "2", *args])
+    assert [p.name for p in sorted((tmp_path / "run").glob("step_*.pth.tar"))] == ["step_0000006.pth.tar",
+                                                                                  "step_0000008.pth.tar"]
