@@ -18,7 +18,8 @@ def is_image(path: Path) -> bool:
     return path.suffix.lower() in IMAGE_EXTS
 
 
-def _open(path: Path) -> Image.Image:
+def open_image(path: Path) -> Image.Image:
+    """Open and fully decode an image; any failure becomes an ImageError naming the file."""
     try:
         img = Image.open(path)
         img.load()
@@ -36,7 +37,7 @@ def read_rgb8(path: str | os.PathLike) -> np.ndarray:
     CMYK, float) are refused so that no score silently depends on a conversion.
     """
     path = Path(path)
-    img = _open(path)
+    img = open_image(path)
     if img.mode == "L":
         return np.repeat(np.asarray(img)[:, :, None], 3, axis=2)
     if img.mode == "RGB":
@@ -51,9 +52,9 @@ def _describe(mode: str) -> str:
             "CMYK": "CMYK", "1": "1-bit", "YCbCr": "YCbCr"}.get(mode, "unsupported mode")
 
 
-def quantize(x: np.ndarray, peak: int = 255) -> np.ndarray:
+def quantize(x: np.ndarray) -> np.ndarray:
     """Float in [0,1] -> uint8 image, rounding (half up, as MATLAB's im2uint8), not truncating."""
-    return np.floor(np.clip(x, 0.0, 1.0) * peak + 0.5).astype(np.uint8)
+    return np.floor(np.clip(x, 0.0, 1.0) * 255 + 0.5).astype(np.uint8)
 
 
 def write_png(path: str | os.PathLike, img: np.ndarray) -> None:

@@ -23,7 +23,7 @@ import torch
 from PIL import Image
 from tqdm import tqdm
 
-from srkit.imageio import ImageError, _open, is_image
+from srkit.imageio import ImageError, open_image, is_image
 from srkit.resize import bicubic_resize, sr_size
 
 
@@ -107,7 +107,7 @@ def upscale_paths(predict: Callable, inputs: list[str], scale: float, out_dir: P
     done = 0
     for path in tqdm(files, desc=f"upscale x{scale:g}", unit="img"):
         try:
-            img = _open(path)
+            img = open_image(path)
             sr = upscale_pil(predict, img, scale, device)
             out = out_dir / path.name
             out.parent.mkdir(parents=True, exist_ok=True)
