@@ -10,9 +10,15 @@ from srkit.layers import cascade, pixel_shuffle_stages
 class BasicBlock(nn.Module):
     """Conv + ReLU (the 1x1 fusion convs of the cascades). Key: ``body.0``."""
 
+    relu_of_conv = True  # forward is relu(self.conv(x)): srkit.fast fuses it
+
     def __init__(self, in_channels: int, out_channels: int, ksize: int = 1, stride: int = 1, pad: int = 0) -> None:
         super().__init__()
         self.body = nn.Sequential(nn.Conv2d(in_channels, out_channels, ksize, stride, pad), nn.ReLU(inplace=True))
+
+    @property
+    def conv(self) -> nn.Conv2d:
+        return self.body[0]
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.body(x)
@@ -20,6 +26,8 @@ class BasicBlock(nn.Module):
 
 class ResidualBlock(nn.Module):
     """Fig. 3(a): conv3x3 - ReLU - conv3x3, identity added, then ReLU."""
+
+    relu_of_residual = True  # forward is relu(self.body(x) + x): srkit.fast fuses it
 
     def __init__(self, channels: int = 64) -> None:
         super().__init__()
@@ -32,6 +40,8 @@ class ResidualBlock(nn.Module):
 
 class EResidualBlock(nn.Module):
     """Fig. 3(c), residual-E: group conv3x3 - ReLU - group conv3x3 - ReLU - pointwise conv1x1, + x, ReLU."""
+
+    relu_of_residual = True  # forward is relu(self.body(x) + x): srkit.fast fuses it
 
     def __init__(self, channels: int = 64, group: int = 1) -> None:
         super().__init__()

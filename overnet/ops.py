@@ -70,6 +70,8 @@ class ResidualBlock(nn.Module):
 class BasicConv2d(nn.Module):
     """Weight-normalized conv + ReLU (the 1x1 reductions). Key: ``conv``."""
 
+    relu_of_conv = True  # forward is relu(self.conv(x)): srkit.fast fuses it
+
     def __init__(self, in_channels: int, out_channels: int, ksize: int = 1) -> None:
         super().__init__()
         self.conv = WNConv2d(in_channels, out_channels, ksize, 1, ksize // 2)

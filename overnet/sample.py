@@ -68,8 +68,12 @@ def main(argv: list[str] | None = None) -> int:
               file=sys.stderr)
         return 2
     device = pick_device(args.cpu)
-    predict = Predictor(net.to(device), tile=args.tile, overlap=args.shave, ensemble=args.self_ensemble,
-                        fast=not args.plain)
+    try:
+        predict = Predictor(net.to(device), tile=args.tile, overlap=args.shave, ensemble=args.self_ensemble,
+                            fast=not args.plain, half=args.half)
+    except ValueError as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 2
     name = f"overnet_x{flags['upscale'] - 1}"
     if args.input:
         return max(upscale_paths(predict, args.input, s, Path(args.sample_dir) / name / "upscaled" / f"x{s:g}",

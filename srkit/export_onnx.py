@@ -28,7 +28,7 @@ class _AtScale(torch.nn.Module):
 
 
 def export(model: torch.nn.Module, scale: int, out: Path, opset: int = 18) -> Path:
-    net = _AtScale(prepare_fast(model).to(memory_format=torch.contiguous_format), scale).eval()
+    net = _AtScale(prepare_fast(model, fuse=False).to(memory_format=torch.contiguous_format), scale).eval()
     x = torch.rand(1, 3, 32, 40)
     out.parent.mkdir(parents=True, exist_ok=True)
     h, w = torch.export.Dim("h", min=8, max=4096), torch.export.Dim("w", min=8, max=4096)

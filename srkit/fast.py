@@ -1,13 +1,19 @@
 """The fast inference path: same outputs (within 1e-4 of the plain float32 forward), less time.
 
-``prepare_fast(model)`` returns a copy of the model that
-- replaces the frozen ``add_mean`` 1x1 conv by a bias folded into the exit conv (exact: it is the identity
-  plus a constant) and ``sub_mean`` by a plain subtraction (it cannot be folded into the padded entry conv
-  without changing border pixels);
-- bakes weight normalization (OverNet) into plain conv weights;
-- stores weights channels_last (NHWC), the layout oneDNN / cuDNN convolutions run fastest in;
-- optionally casts to fp16/bf16 on CUDA (``half=``, opt-in: it changes numerics).
-Run it under ``torch.inference_mode()`` with channels_last inputs (``to_fast_input``).
+``prepare_fast(model)`` returns a copy of the model in which
+- the frozen ``add_mean`` 1x1 conv becomes a bias folded into the exit conv (exact: it is the identity plus a
+  constant) and ``sub_mean`` a plain subtraction (it cannot be folded into the padded entry conv without
+  changing border pixels);
+- weight normalization (OverNet) is baked into plain conv weights;
+- weights are stored channels_last (NHWC), the layout oneDNN / cuDNN convolutions run fastest in;
+- with ``fuse=True`` (the default) a conv and the ReLU after it, and a residual block's last conv with its
+  ``+ x`` and ReLU, run as one oneDNN call on CPU (post-ops; plain ops elsewhere); the cascades write every
+  block's output once into one NHWC buffer and run their 1x1 fusions as matrix products on its channel
+  prefixes, instead of concatenating ever longer tensors; pixel shuffle gathers whole channel runs because
+  the conv before it emits its channels in shuffle order;
+- optionally weights are cast to fp16/bf16 for CUDA (``half=``, opt-in: it changes numerics).
+Run it under ``torch.inference_mode()`` with channels_last inputs (``to_fast_input``). ``fuse=False`` keeps
+only the portable rewrites (ONNX export uses that).
 """
 from __future__ import annotations
 
@@ -15,8 +21,13 @@ import copy
 
 import torch
 import torch.nn as nn
+import torch.nn.functional as F
 
 from srkit.layers import MeanShift
+
+# oneDNN's fused convolution (conv + post-ops), the kernel PyTorch's own CPU compiler emits; absent from
+# builds without oneDNN, where the fused modules fall back to the plain ops.
+_ONEDNN = torch.backends.mkldnn.is_available() and hasattr(torch.ops.mkldnn, "_convolution_pointwise")
 
 
 class _Subtract(nn.Module):
@@ -26,6 +37,145 @@ class _Subtract(nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return x + self.bias
+
+
+class FusedConv(nn.Module):
+    """``conv(x)``, ``relu(conv(x))`` (``relu=True``) or ``relu(conv(x) + residual)`` in one oneDNN call on CPU."""
+
+    def __init__(self, conv: nn.Conv2d, relu: bool, out_order: torch.Tensor | None = None) -> None:
+        super().__init__()
+        if conv.padding_mode != "zeros" or isinstance(conv.padding, str):
+            raise ValueError("FusedConv needs numeric zero padding")
+        w, b = conv.weight.detach(), conv.bias.detach() if conv.bias is not None else None
+        if out_order is not None:  # a permutation of the output channels (see _ShuffleNHWC)
+            w, b = w[out_order], (b[out_order] if b is not None else None)
+        self.register_buffer("weight", w.clone().contiguous(memory_format=torch.channels_last))
+        self.register_buffer("bias", b.clone() if b is not None else None)
+        self.relu = relu
+        self.padding, self.stride = list(conv.padding), list(conv.stride)
+        self.dilation, self.groups = list(conv.dilation), conv.groups
+
+    def _onednn(self, x: torch.Tensor) -> bool:
+        # float32 only: oneDNN's bf16 kernels refuse CPUs without AVX512-BF16-class support, F.conv2d does not
+        return _ONEDNN and x.device.type == "cpu" and x.dtype == self.weight.dtype == torch.float32 \
+            and not torch.is_grad_enabled()
+
+    def forward(self, x: torch.Tensor, residual: torch.Tensor | None = None) -> torch.Tensor:
+        args = (self.weight, self.bias, self.padding, self.stride, self.dilation, self.groups)
+        if self._onednn(x):
+            if residual is None:
+                return torch.ops.mkldnn._convolution_pointwise(x, *args, "relu" if self.relu else "none", [], "")
+            return torch.ops.mkldnn._convolution_pointwise.binary(x, residual, *args, "add", None,
+                                                                   "relu" if self.relu else None, [], "")
+        y = F.conv2d(x, self.weight, self.bias, self.stride, self.padding, self.dilation, self.groups)
+        if residual is not None:
+            y = y + residual
+        return torch.relu(y) if self.relu else y
+
+
+class CascadeFuse(FusedConv):
+    """A cascade's 1x1 fusion conv + ReLU. ``srkit.layers.cascade`` hands a cascade whose fuses are all of
+    this type to ``run_cascade``."""
+
+    @staticmethod
+    def run_cascade(x: torch.Tensor, blocks: list, fuses: list["CascadeFuse"]) -> list[torch.Tensor]:
+        """c_i = cat(c_{i-1}, b_i) is the channel prefix of one NHWC buffer that each b_i is written into once;
+        o_i = relu(c_i W_i^T + bias) is a matrix product reading that prefix in place (a strided operand)."""
+        n, c, h, w = x.shape
+        buf = torch.empty(n, h, w, c * (len(blocks) + 1), dtype=x.dtype, device=x.device)
+        rows = buf.view(n * h * w, -1)
+        buf[..., :c].copy_(x.permute(0, 2, 3, 1))
+        o, outs = x, []
+        for i, (block, fuse) in enumerate(zip(blocks, fuses)):
+            buf[..., c * (i + 1):c * (i + 2)].copy_(block(o).permute(0, 2, 3, 1))
+            weight = fuse.weight.view(fuse.weight.shape[0], -1)
+            y = torch.addmm(fuse.bias, rows[:, :c * (i + 2)], weight.t()) if fuse.bias is not None \
+                else rows[:, :c * (i + 2)] @ weight.t()
+            o = y.relu_().view(n, h, w, -1).permute(0, 3, 1, 2)  # channels_last NCHW view
+            outs.append(o)
+        return outs
+
+
+class FusedResidual(nn.Module):
+    """``relu(body(x) + x)`` with the body's conv-ReLU pairs fused and the last conv fused with ``+ x`` and ReLU."""
+
+    def __init__(self, body: nn.Sequential) -> None:
+        super().__init__()
+        *head, last = list(body)
+        if not isinstance(last, nn.Conv2d):
+            raise ValueError("a residual body must end in a conv")
+        self.head = nn.Sequential(*_fuse_sequence(head))
+        self.last = FusedConv(last, relu=True)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.last(self.head(x), residual=x)
+
+
+class _ShuffleNHWC(nn.Module):
+    """Pixel shuffle for a conv whose output channels were reordered by ``shuffle_order``: every output pixel
+    then gathers ``groups`` contiguous runs of C/groups channels instead of C values spaced r*r apart."""
+
+    def __init__(self, r: int, groups: int) -> None:
+        super().__init__()
+        self.r, self.groups = r, groups
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        n, ch, h, w = x.shape
+        r, g = self.r, self.groups
+        c = ch // (r * r)
+        y = x.permute(0, 2, 3, 1).reshape(n, h, w, g, r, r, c // g)
+        y = y.permute(0, 1, 4, 2, 5, 3, 6).reshape(n, h * r, w * r, c)
+        return y.permute(0, 3, 1, 2)
+
+
+def shuffle_order(channels: int, r: int, groups: int) -> torch.Tensor:
+    """Output-channel permutation that stores pixel shuffle's channel c*r*r + k (k = i*r + j) of group g at
+    g*(C/g)*r*r + k*(C/g) + (c mod C/g). Only channels within a group move, so a grouped conv stays valid."""
+    cg = channels // groups
+    g, k, cl = torch.meshgrid(torch.arange(groups), torch.arange(r * r), torch.arange(cg), indexing="ij")
+    return ((g * cg + cl) * r * r + k).reshape(-1)
+
+
+def _fuse_sequence(mods: list[nn.Module]) -> list[nn.Module]:
+    """conv -> FusedConv; conv, ReLU -> FusedConv(relu); conv, ReLU, PixelShuffle -> reordered FusedConv, _ShuffleNHWC."""
+    out: list[nn.Module] = []
+    i = 0
+    while i < len(mods):
+        m = mods[i]
+        nxt = mods[i + 1:i + 3]
+        if isinstance(m, nn.Conv2d):
+            relu = bool(nxt) and isinstance(nxt[0], nn.ReLU)
+            if relu and len(nxt) == 2 and isinstance(nxt[1], nn.PixelShuffle) \
+                    and (m.out_channels // m.groups) % (nxt[1].upscale_factor ** 2) == 0:
+                r = nxt[1].upscale_factor
+                out += [FusedConv(m, True, shuffle_order(m.out_channels // (r * r), r, m.groups)),
+                        _ShuffleNHWC(r, m.groups)]
+                i += 3
+                continue
+            out.append(FusedConv(m, relu))
+            i += 2 if relu else 1
+            continue
+        out.append(m)
+        i += 1
+    return out
+
+
+def _fuse(module: nn.Module) -> None:
+    """Rewrite, in place, every part whose forward matches a fused kernel (see each block's class attribute)."""
+    for name, child in list(module.named_children()):
+        if getattr(child, "relu_of_conv", False):            # forward is relu(child.conv(x))
+            conv = child.conv
+            pointwise = conv.kernel_size == (1, 1) and conv.stride == (1, 1) and conv.groups == 1
+            new: nn.Module = CascadeFuse(conv, True) if pointwise else FusedConv(conv, True)
+        elif getattr(child, "relu_of_residual", False):      # forward is relu(child.body(x) + x)
+            new = FusedResidual(child.body)
+        elif isinstance(child, nn.Sequential):
+            _fuse(child)
+            new = nn.Sequential(*_fuse_sequence(list(child)))
+        else:
+            _fuse(child)
+            continue
+        setattr(module, name, new)
 
 
 def _bake_weight_norm(model: nn.Module) -> None:
@@ -43,7 +193,8 @@ def _bake_weight_norm(model: nn.Module) -> None:
                 setattr(parent, name, conv)
 
 
-def prepare_fast(model: nn.Module, half: torch.dtype | None = None) -> nn.Module:
+def prepare_fast(model: nn.Module, half: torch.dtype | None = None, fuse: bool = True) -> nn.Module:
+    """A frozen inference copy of ``model`` (see the module docstring); ``model`` itself is not changed."""
     fast = copy.deepcopy(model).eval()
     _bake_weight_norm(fast)
     exit_name = "exit" if hasattr(fast, "exit") else "exit1"
@@ -54,6 +205,8 @@ def prepare_fast(model: nn.Module, half: torch.dtype | None = None) -> nn.Module
         fast.add_mean = nn.Identity()
     if isinstance(getattr(fast, "sub_mean", None), MeanShift):
         fast.sub_mean = _Subtract(fast.sub_mean)
+    if fuse:
+        _fuse(fast)
     fast = fast.to(memory_format=torch.channels_last)
     if half is not None:
         fast = fast.to(half)

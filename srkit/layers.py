@@ -31,8 +31,11 @@ def cascade(x: torch.Tensor, blocks: Sequence[Callable], fuses: Sequence[Callabl
     """The cascading mechanism of CARN (and OverNet's dense groups).
 
     c0 = o0 = x;  c_i = cat(c_{i-1}, block_i(o_{i-1}));  o_i = fuse_i(c_i)  (fuse = 1x1 conv + ReLU).
-    Returns [o_1, ..., o_n].
+    Returns [o_1, ..., o_n]. Fuses prepared by ``srkit.fast`` bring their own buffered implementation.
     """
+    run = getattr(fuses[0], "run_cascade", None) if fuses else None
+    if run is not None and all(type(f) is type(fuses[0]) for f in fuses):
+        return run(x, list(blocks), list(fuses))
     c, o, outs = x, x, []
     for block, fuse in zip(blocks, fuses):
         c = torch.cat([c, block(o)], dim=1)

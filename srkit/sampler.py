@@ -27,6 +27,7 @@ from srkit import metrics
 from srkit.benchmark import DatasetError, Pair, find_pairs, load_pair, scale_tag
 from srkit.imageio import ImageError, quantize, write_png
 from srkit.fast import prepare_fast, to_fast_input
+from srkit.memory import retain_freed_memory
 from srkit.tiling import forward_tiled, self_ensemble
 
 
@@ -45,6 +46,9 @@ def add_inference_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--input", nargs="+", default=None,
                    help="images or folders to upscale (no HR, no metrics); written to <sample_dir>/<model>/upscaled/x<s>/")
     p.add_argument("--plain", action="store_true", help="the plain eager float32 forward instead of the fast path")
+    p.add_argument("--half", action="store_true",
+                   help="opt-in half precision (changes outputs): fp16 on CUDA, bf16 on CPU (fast only on CPUs "
+                        "with AVX512-BF16/AMX)")
 
 
 def pick_device(force_cpu: bool) -> torch.device:
@@ -63,22 +67,34 @@ def to_uint8(t: torch.Tensor) -> np.ndarray:
 @dataclass
 class Predictor:
     """model(x, scale) wrapped with tiling and self-ensemble; ``__call__`` takes and returns NCHW tensors.
-    ``fast=True`` runs the fast path of srkit.fast (same outputs within 1e-4, measured in the tests)."""
+    ``fast=True`` runs the fast path of srkit.fast (same outputs within 1e-4, measured in the tests) and, on CPU,
+    ``retain_memory=True`` keeps freed memory in the process for reuse (srkit.memory; process-wide).
+    ``half=True`` (opt-in, changes outputs) runs fp16 on CUDA, bf16 on CPU; outputs are float32."""
     model: torch.nn.Module
     tile: int = 512
     overlap: int = 20
     ensemble: bool = False
     fast: bool = True
+    retain_memory: bool = True
+    half: bool = False
 
     def __post_init__(self) -> None:
-        self.net = prepare_fast(self.model) if self.fast else self.model.eval()
+        device = next(self.model.parameters()).device
+        self.dtype: torch.dtype | None = None
+        if self.half:
+            if not self.fast:
+                raise ValueError("half precision runs on the fast path; drop --plain")
+            self.dtype = torch.float16 if device.type == "cuda" else torch.bfloat16
+        self.net = prepare_fast(self.model, half=self.dtype) if self.fast else self.model.eval()
+        if self.fast and self.retain_memory and device.type == "cpu":
+            retain_freed_memory()
 
     @torch.inference_mode()
     def __call__(self, x: torch.Tensor, scale: float) -> torch.Tensor:
         if self.fast:
-            x = to_fast_input(x)
+            x = to_fast_input(x, self.dtype)
         run = lambda t: forward_tiled(self.net, t, scale, self.tile, self.overlap)  # noqa: E731
-        return (self_ensemble(run, x) if self.ensemble else run(x)).contiguous()
+        return (self_ensemble(run, x) if self.ensemble else run(x)).float().contiguous()
 
 
 @dataclass

@@ -50,3 +50,59 @@ def test_fast_path_equals_plain_forward(name):
         for key, want in ref["outputs"].items():
             got = fast(to_fast_input(ref["input"]), int(key[1:]))
             assert (got - want).abs().max().item() <= 1e-4, key
+
+
+def _fused_parts(net: torch.nn.Module) -> dict[str, int]:
+    from srkit import fast as F
+    kinds = {"conv": F.FusedConv, "fuse": F.CascadeFuse, "residual": F.FusedResidual, "shuffle": F._ShuffleNHWC}
+    return {k: sum(isinstance(m, t) for m in net.modules()) for k, t in kinds.items()}
+
+
+def test_fast_path_fuses_what_it_claims():
+    # CARN-M: 3 blocks x 3 fuses + 3 global fuses; 1 shared residual-E per block; x2/x3 one shuffle, x4 two
+    parts = _fused_parts(prepare_fast(CARN_M()))
+    assert parts["fuse"] == 12 and parts["residual"] == 3 and parts["shuffle"] == 4
+    assert not any(isinstance(m, (torch.nn.PixelShuffle, torch.nn.ReLU)) for m in prepare_fast(CARN()).modules())
+    portable = _fused_parts(prepare_fast(CARN(), fuse=False))
+    assert sum(portable.values()) == 0
+
+
+@pytest.mark.parametrize("groups,r", [(1, 2), (4, 2), (1, 3), (4, 3)])
+def test_reordered_pixel_shuffle_equals_conv_relu_shuffle(groups, r):
+    from srkit.fast import _fuse_sequence
+    torch.manual_seed(0)
+    seq = torch.nn.Sequential(torch.nn.Conv2d(16, 16 * r * r, 3, 1, 1, groups=groups), torch.nn.ReLU(),
+                              torch.nn.PixelShuffle(r))
+    fused = torch.nn.Sequential(*_fuse_sequence(list(seq)))
+    x = torch.randn(2, 16, 7, 9)
+    with torch.inference_mode():
+        want = seq(x)
+        for layout in (torch.contiguous_format, torch.channels_last):
+            assert torch.allclose(fused(x.contiguous(memory_format=layout)), want, atol=1e-5)
+
+
+def test_fused_modules_fall_back_to_plain_ops_with_grad():
+    """Off the oneDNN path (grad enabled, or CUDA) the fused modules run plain ops; same numbers."""
+    torch.manual_seed(0)
+    net = CARN_M().eval()
+    fast = prepare_fast(net)
+    x = torch.rand(1, 3, 12, 10)
+    with torch.no_grad():
+        want = net(x, 3)
+        onednn = fast(to_fast_input(x), 3)
+    with torch.enable_grad():
+        plain_ops = fast(to_fast_input(x), 3)
+    assert (onednn - want).abs().max().item() <= 1e-5 and (plain_ops - want).abs().max().item() <= 1e-5
+
+
+def test_buffered_cascade_equals_concatenation():
+    from srkit.fast import CascadeFuse
+    from srkit.layers import cascade
+    torch.manual_seed(0)
+    convs = [torch.nn.Conv2d(8 * (i + 2), 8, 1) for i in range(3)]
+    blocks = [torch.nn.Conv2d(8, 8, 3, 1, 1) for _ in range(3)]
+    x = torch.randn(2, 8, 5, 6)
+    with torch.inference_mode():
+        want = cascade(x, blocks, [torch.nn.Sequential(c, torch.nn.ReLU()) for c in convs])
+        got = cascade(x.contiguous(memory_format=torch.channels_last), blocks, [CascadeFuse(c, True) for c in convs])
+    assert len(got) == 3 and all(torch.allclose(g, w, atol=1e-6) for g, w in zip(got, want))

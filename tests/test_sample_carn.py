@@ -111,3 +111,24 @@ def test_dataparallel_prefix_and_partial_mismatch(tmp_path, carn_m_released):
     sd.pop("exit.bias")
     with pytest.raises(CheckpointError, match="missing keys \\(1\\): exit.bias"):
         load_weights(CARN_M(), sd, "x")
+
+
+def test_half_precision_is_opt_in_and_close(tmp_path, carn_m_released, benchmark_dir, capsys):
+    """--half (bf16 on CPU, fp16 on CUDA) changes outputs by a few grey levels at most, not the score."""
+    from carn.sample import load_model
+    from srkit import metrics
+    from srkit.benchmark import find_pairs, load_pair
+    from srkit.sampler import Predictor, to_tensor, to_uint8
+
+    net, _ = load_model(str(carn_m_released))
+    full, half = Predictor(net, tile=0), Predictor(net, tile=0, half=True)
+    assert half.dtype == torch.bfloat16 and full.dtype is None
+    hr, lr = load_pair(find_pairs(benchmark_dir / "Set5", 2)[0][1], 2)  # img_002: a 144x144 LR
+    x = to_tensor(lr, torch.device("cpu"))
+    a, b = to_uint8(full(x, 2)), to_uint8(half(x, 2))
+    diff = np.abs(a.astype(int) - b)
+    assert 0 < diff.max() <= 8 and diff.mean() < 0.5
+    assert abs(metrics.psnr(a, hr, 2) - metrics.psnr(b, hr, 2)) < 0.1
+    assert sample.main(["--ckpt_path", str(carn_m_released), "--half", "--plain",
+                        "--test_data_dir", str(benchmark_dir / "Set5"), "--sample_dir", str(tmp_path)]) == 2
+    assert "half precision runs on the fast path; drop --plain" in capsys.readouterr().err
