@@ -11,7 +11,8 @@
   block's output once into one NHWC buffer and run their 1x1 fusions as matrix products on its channel
   prefixes, instead of concatenating ever longer tensors; pixel shuffle gathers whole channel runs because
   the conv before it emits its channels in shuffle order;
-- optionally weights are cast to fp16/bf16 for CUDA (``half=``, opt-in: it changes numerics).
+- optionally weights are cast to half precision (``half=``: fp16 on CUDA, bf16 on CPU; opt-in, it changes
+  numerics).
 Run it under ``torch.inference_mode()`` with channels_last inputs (``to_fast_input``). ``fuse=False`` keeps
 only the portable rewrites (ONNX export uses that).
 """
@@ -27,7 +28,7 @@ from srkit.layers import MeanShift
 
 # oneDNN's fused convolution (conv + post-ops), the kernel PyTorch's own CPU compiler emits; absent from
 # builds without oneDNN, where the fused modules fall back to the plain ops.
-_ONEDNN = torch.backends.mkldnn.is_available() and hasattr(torch.ops.mkldnn, "_convolution_pointwise")
+_ONEDNN = {"on": torch.backends.mkldnn.is_available() and hasattr(torch.ops.mkldnn, "_convolution_pointwise")}
 
 
 class _Subtract(nn.Module):
@@ -57,16 +58,20 @@ class FusedConv(nn.Module):
 
     def _onednn(self, x: torch.Tensor) -> bool:
         # float32 only: oneDNN's bf16 kernels refuse CPUs without AVX512-BF16-class support, F.conv2d does not
-        return _ONEDNN and x.device.type == "cpu" and x.dtype == self.weight.dtype == torch.float32 \
+        return _ONEDNN["on"] and x.device.type == "cpu" and x.dtype == self.weight.dtype == torch.float32 \
             and not torch.is_grad_enabled()
 
     def forward(self, x: torch.Tensor, residual: torch.Tensor | None = None) -> torch.Tensor:
         args = (self.weight, self.bias, self.padding, self.stride, self.dilation, self.groups)
         if self._onednn(x):
-            if residual is None:
-                return torch.ops.mkldnn._convolution_pointwise(x, *args, "relu" if self.relu else "none", [], "")
-            return torch.ops.mkldnn._convolution_pointwise.binary(x, residual, *args, "add", None,
-                                                                   "relu" if self.relu else None, [], "")
+            try:
+                if residual is None:
+                    return torch.ops.mkldnn._convolution_pointwise(x, *args, "relu" if self.relu else "none", [],
+                                                                   "")
+                return torch.ops.mkldnn._convolution_pointwise.binary(x, residual, *args, "add", None,
+                                                                       "relu" if self.relu else None, [], "")
+            except RuntimeError:  # a oneDNN build or CPU without this kernel: plain ops from now on
+                _ONEDNN["on"] = False
         y = F.conv2d(x, self.weight, self.bias, self.stride, self.padding, self.dilation, self.groups)
         if residual is not None:
             y = y + residual

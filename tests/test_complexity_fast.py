@@ -106,3 +106,20 @@ def test_buffered_cascade_equals_concatenation():
         want = cascade(x, blocks, [torch.nn.Sequential(c, torch.nn.ReLU()) for c in convs])
         got = cascade(x.contiguous(memory_format=torch.channels_last), blocks, [CascadeFuse(c, True) for c in convs])
     assert len(got) == 3 and all(torch.allclose(g, w, atol=1e-6) for g, w in zip(got, want))
+
+
+def test_a_failing_onednn_kernel_falls_back_to_plain_ops(monkeypatch):
+    from srkit import fast as F
+
+    def broken(*args, **kwargs):
+        raise RuntimeError("no kernel for this CPU")
+
+    monkeypatch.setattr(F, "_ONEDNN", {"on": True})
+    monkeypatch.setattr(torch.ops.mkldnn, "_convolution_pointwise", broken, raising=False)
+    torch.manual_seed(0)
+    net = CARN().eval()
+    x = torch.rand(1, 3, 10, 12)
+    with torch.inference_mode():
+        got = prepare_fast(net)(to_fast_input(x), 2)
+        want = net(x, 2)
+    assert not F._ONEDNN["on"] and (got - want).abs().max().item() <= 1e-5
