@@ -142,7 +142,8 @@ def shuffle_order(channels: int, r: int, groups: int) -> torch.Tensor:
 
 
 def _fuse_sequence(mods: list[nn.Module]) -> list[nn.Module]:
-    """conv -> FusedConv; conv, ReLU -> FusedConv(relu); conv, ReLU, PixelShuffle -> reordered FusedConv, _ShuffleNHWC."""
+    """conv -> FusedConv; conv, ReLU -> FusedConv(relu);
+    conv, ReLU, PixelShuffle -> FusedConv(relu) with reordered channels, _ShuffleNHWC."""
     out: list[nn.Module] = []
     i = 0
     while i < len(mods):
