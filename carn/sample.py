@@ -16,7 +16,7 @@ import torch  # noqa: E402
 
 from carn import spec  # noqa: E402
 from srkit.checkpoint import CheckpointError, family_of, load_weights, read_checkpoint, resolve_flags  # noqa: E402
-from srkit.sampler import Predictor, add_inference_args, pick_device, run_benchmarks  # noqa: E402
+from srkit.sampler import add_inference_args, predictor_from_args, run_benchmarks  # noqa: E402
 from srkit.upscale import upscale_paths  # noqa: E402
 from srkit.zoo import DownloadError, resolve  # noqa: E402
 
@@ -67,13 +67,10 @@ def main(argv: list[str] | None = None) -> int:
     if bad:
         print(f"error: this model serves x{flags['scales']}, not {bad}", file=sys.stderr)
         return 2
-    device = pick_device(args.cpu)
-    try:
-        predict = Predictor(net.to(device), tile=args.tile, overlap=args.shave, ensemble=args.self_ensemble,
-                            fast=not args.plain, half=args.half)
-    except ValueError as e:
-        print(f"error: {e}", file=sys.stderr)
+    made = predictor_from_args(net, args)
+    if made is None:
         return 2
+    predict, device = made
     if args.input:
         return max(upscale_paths(predict, args.input, s, Path(args.sample_dir) / flags["model"] / "upscaled" / f"x{s}",
                                  device) for s in scales)

@@ -97,6 +97,18 @@ class Predictor:
         return (self_ensemble(run, x) if self.ensemble else run(x)).float().contiguous()
 
 
+def predictor_from_args(net: torch.nn.Module, args: argparse.Namespace) -> tuple[Predictor, torch.device] | None:
+    """The Predictor the inference flags (``add_inference_args``) ask for, on the device they pick; None, after
+    printing why, when the flags contradict each other."""
+    device = pick_device(args.cpu)
+    try:
+        return Predictor(net.to(device), tile=args.tile, overlap=args.shave, ensemble=args.self_ensemble,
+                         fast=not args.plain, half=args.half), device
+    except ValueError as e:
+        print(f"error: {e}", file=sys.stderr)
+        return None
+
+
 @dataclass
 class Result:
     dataset: str
