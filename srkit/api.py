@@ -5,7 +5,7 @@
     big = sr(Image.open("photo.png"), scale=2)          # PIL image in, PIL image out (any mode)
 
 A float tensor (N,3,H,W) in [0, 1] works too and returns a tensor. Large images are tiled; CUDA is used
-when available. On CPU, loading also makes the process keep freed memory for reuse (``srkit.memory``: 1.3-3x
+when available. On CPU, loading also makes the process keep freed memory for reuse (``srkit.memory``: 1.2-3.2x
 faster, the process holds its peak memory); ``load(..., retain_memory=False)`` leaves the allocator alone.
 """
 from __future__ import annotations

@@ -8,7 +8,8 @@ forward's wall time. Turning mmap off for the heap and never trimming it lets fr
 price is that the process keeps its peak memory until it exits (the allocator reuses it, the OS does not
 get it back). jemalloc or tcmalloc via ``LD_PRELOAD`` do the same job outside Python.
 
-The command-line front-ends call ``retain_freed_memory()`` at start; library users opt in by calling it.
+``srkit.sampler.Predictor`` calls ``retain_freed_memory()`` for a fast-path model on CPU, so the sample
+CLIs and ``srkit.api.load`` have it on (``retain_memory=False`` declines); ``--plain`` leaves it off.
 """
 from __future__ import annotations
 
