@@ -1,4 +1,4 @@
-"""The CARN network skeleton (paper Fig. 2) shared by CARN and CARN-M."""
+"""The CARN network (paper Fig. 2) and its two members: CARN (Sec. 3.2) and CARN-M (Sec. 3.3)."""
 from __future__ import annotations
 
 import torch
@@ -14,11 +14,12 @@ class CascadingNet(nn.Module):
     The input is RGB in [0, 1]; the frozen ``sub_mean``/``add_mean`` layers remove and restore the DIV2K mean.
     """
 
+    exit_conv = "exit"  # add_mean shifts this conv's output (srkit.fast folds it into the bias)
+
     def __init__(self, *, scale: int | None = None, multi_scale: bool = True, group: int = 1,
                  reduce_upsample: bool = False, efficient: bool = False, channels: int = 64) -> None:
         super().__init__()
         self.multi_scale = multi_scale
-        self.scales = (2, 3, 4) if multi_scale else (int(scale),)
         self.group = group
         self.reduce_upsample = reduce_upsample
         self.sub_mean = MeanShift(sub=True)
@@ -37,3 +38,25 @@ class CascadingNet(nn.Module):
         x = cascade(x, [self.b1, self.b2, self.b3], [self.c1, self.c2, self.c3])[-1]
         x = self.upsample(x, scale)
         return self.add_mean(self.exit(x))
+
+
+class CARN(CascadingNet):
+    """CARN: cascading blocks of plain residual blocks (Fig. 3(a), 3(b)). Args: ``scale`` (single-scale model)
+    or ``multi_scale=True`` (x2/x3/x4 branches), ``group`` (groups of the upsampling convs; 1 in the paper),
+    ``reduce_upsample`` (1x1 upsampling convs)."""
+
+    def __init__(self, *, scale: int | None = None, multi_scale: bool = True, group: int = 1,
+                 reduce_upsample: bool = False) -> None:
+        super().__init__(scale=scale, multi_scale=multi_scale, group=group,
+                         reduce_upsample=reduce_upsample, efficient=False)
+
+
+class CARN_M(CascadingNet):
+    """CARN-M, the mobile variant: residual-E blocks with group convolution (Fig. 3(c)), and one residual-E
+    block shared (recursively applied three times) inside each cascading block (Fig. 3(d)). ``group`` (4 in
+    the paper and the released weights) also sets the groups of the residual-E convolutions."""
+
+    def __init__(self, *, scale: int | None = None, multi_scale: bool = True, group: int = 4,
+                 reduce_upsample: bool = False) -> None:
+        super().__init__(scale=scale, multi_scale=multi_scale, group=group,
+                         reduce_upsample=reduce_upsample, efficient=True)

@@ -1,5 +1,5 @@
 """OverNet (Behjati, Rodriguez, Mehri, Hwang, Gonzalez, Gonfaus: "OverNet: Lightweight Multi-Scale
 Super-Resolution with Overscaling Network", WACV 2021)."""
-from overnet.overnet import OverNet
+from overnet.net import OverNet
 
 __all__ = ["OverNet"]

@@ -9,20 +9,17 @@ overlapped with the network, fast inference path). Prints total wall time and th
 from __future__ import annotations
 
 import argparse
-import sys
 import tempfile
 import time
 from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+import torch
 
-import torch  # noqa: E402
-
-from carn.sample import load_model  # noqa: E402
-from srkit import metrics  # noqa: E402
-from srkit.benchmark import find_pairs, load_pair  # noqa: E402
-from srkit.imageio import write_png  # noqa: E402
-from srkit.sampler import Predictor, evaluate_folder, to_tensor, to_uint8  # noqa: E402
+from srkit.models import load_model
+from srkit import metrics
+from srkit.benchmark import find_pairs, load_pair
+from srkit.imageio import write_png
+from srkit.sampler import Predictor, evaluate_folder, to_tensor, to_uint8
 
 
 def sequential(net, benches, out: Path) -> tuple[float, float]:
@@ -43,7 +40,7 @@ def sequential(net, benches, out: Path) -> tuple[float, float]:
 
 
 def pipelined(net, benches, out: Path) -> tuple[float, float]:
-    predict = Predictor(net)
+    predict = Predictor(net, retain_memory=True)  # as the sample CLI runs it
     fwd, t0 = 0.0, time.perf_counter()
     for b in benches:
         for s in (2, 3, 4):

@@ -18,19 +18,14 @@ from __future__ import annotations
 
 import argparse
 import statistics
-import sys
 import time
-from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+import torch
 
-import torch  # noqa: E402
-
-from carn import CARN, CARN_M  # noqa: E402
-from overnet import OverNet  # noqa: E402
-from srkit.complexity import multadds_1280x720  # noqa: E402
-from srkit.fast import prepare_fast, to_fast_input  # noqa: E402
-from srkit.memory import retain_freed_memory  # noqa: E402
+from srkit import registry
+from srkit.complexity import multadds_1280x720
+from srkit.fast import prepare_fast, to_fast_input
+from srkit.memory import retain_freed_memory
 
 
 def _sync(device: torch.device) -> None:
@@ -73,8 +68,13 @@ def peak_flops(device: torch.device, dtype=torch.float32) -> float:
 
 
 def build(name: str, scale: int) -> torch.nn.Module:
+    """A registered family's reference model with random weights: ``name`` is a model ("carn", "carn_m",
+    "overnet"); a family with one example per scale (OverNet) uses the example made for ``scale``."""
+    fam = registry.family_of_model(name)
+    examples = [e for e in fam.examples if e.arch.get("model") == name]
+    ex = next((e for e in examples if scale in e.scales), examples[0])
     torch.manual_seed(0)
-    return {"carn": lambda: CARN(), "carn_m": lambda: CARN_M(), "overnet": lambda: OverNet(upscale=scale + 1)}[name]().eval()
+    return fam.build(ex.arch).eval()
 
 
 def _case(name: str, s: int, device: torch.device):

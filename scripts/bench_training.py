@@ -11,21 +11,18 @@ Without --h5, a DIV2K-sized synthetic h5 (2040x1356 HR, 24 images) is made in a 
 from __future__ import annotations
 
 import argparse
-import sys
 import tempfile
 import time
 from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+import h5py
+import numpy as np
+import torch
+from torch.utils.data import DataLoader
 
-import h5py  # noqa: E402
-import numpy as np  # noqa: E402
-import torch  # noqa: E402
-from torch.utils.data import DataLoader  # noqa: E402
-
-from carn import CARN_M  # noqa: E402
-from srkit.train_data import StepBatches  # noqa: E402
-from srkit.trainer import _as_is, _one_thread  # noqa: E402
+from carn import CARN_M
+from srkit.train_data import StepBatches
+from srkit.trainer import _as_is, _one_thread
 
 
 class AuthorsCropping(StepBatches):
@@ -64,7 +61,7 @@ def loader_rate(ds: StepBatches, steps: int) -> float:
     t0 = time.perf_counter()
     n = 0
     for batch in it:
-        n += batch[0].shape[0]
+        n += batch[0][0].shape[0]
     return n / (time.perf_counter() - t0)
 
 
@@ -76,7 +73,7 @@ def train_rate(h5: Path, scales: tuple[int, ...], steps: int) -> float:
     dl = DataLoader(ds, batch_size=None, sampler=range(steps + 2), num_workers=2, collate_fn=_as_is,
                     worker_init_fn=_one_thread)
     t0 = None
-    for i, (hr, lr, s) in enumerate(dl):
+    for i, [(hr, lr, s)] in enumerate(dl):
         if i == 2:
             t0 = time.perf_counter()
         loss = torch.nn.functional.l1_loss(net(lr, s), hr)

@@ -8,21 +8,18 @@
 from __future__ import annotations
 
 import argparse
-import sys
 from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-
-import matplotlib  # noqa: E402
+import matplotlib
 
 matplotlib.use("Agg")
-import matplotlib.pyplot as plt  # noqa: E402
+import matplotlib.pyplot as plt
 
-from srkit import metrics  # noqa: E402
-from srkit.api import load  # noqa: E402
-from srkit.imageio import read_rgb8  # noqa: E402
-from srkit.imresize import imresize  # noqa: E402
-from srkit.sampler import to_tensor, to_uint8  # noqa: E402
+from srkit import metrics
+from srkit.api import load
+from srkit.imageio import read_rgb8
+from srkit.imresize import imresize
+from srkit.sampler import to_tensor, to_uint8
 
 
 def main() -> None:

@@ -16,8 +16,7 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 
 CHILD = r"""
-import json, resource, sys, time, torch
-sys.path.insert(0, {root!r})
+import json, resource, time, torch
 from carn import CARN_M
 from srkit.tiling import forward_tiled
 size, tile = {size}, {tile}

@@ -5,18 +5,15 @@
 from __future__ import annotations
 
 import argparse
-import sys
 from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+import numpy as np
+import torch
 
-import numpy as np  # noqa: E402
-import torch  # noqa: E402
-
-from carn.sample import load_model  # noqa: E402
-from srkit import metrics  # noqa: E402
-from srkit.benchmark import find_pairs, load_pair  # noqa: E402
-from srkit.sampler import to_tensor, to_uint8  # noqa: E402
+from srkit.models import load_model
+from srkit import metrics
+from srkit.benchmark import find_pairs, load_pair
+from srkit.sampler import to_tensor, to_uint8
 
 
 def main() -> None:

@@ -10,15 +10,14 @@ the figure its paper prints, with the difference. The table replaces the block b
 from __future__ import annotations
 
 import argparse
-import sys
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT))
+import torch
 
-import torch  # noqa: E402
-
-from srkit.sampler import Predictor, evaluate_folder  # noqa: E402
+from srkit import registry
+from srkit.models import load_model
+from srkit.sampler import Predictor, evaluate_folder
 
 # PSNR / SSIM printed in the CARN paper (ECCV 2018, Table) and the OverNet paper (WACV 2021).
 PAPER = {
@@ -38,13 +37,10 @@ PAPER = {
 
 
 def load(name: str, path: str):
-    if name.startswith("overnet"):
-        from overnet.sample import load_model
-        net, flags = load_model(path)
-        return net, [flags["upscale"] - 1], "overnet"
-    from carn.sample import load_model
-    net, flags = load_model(path)
-    return net, flags["scales"], flags["model"]
+    """(model, the scales it is benchmarked at, its model name) for any registered family's checkpoint."""
+    net, arch = load_model(path)
+    fam = registry.get(arch["family"])
+    return net, list(fam.default_scales(arch)), arch["model"]
 
 
 def main(argv: list[str] | None = None) -> None:

@@ -15,8 +15,9 @@ class CheckpointError(ValueError):
 
 
 def read_checkpoint(path: str | os.PathLike) -> tuple[dict[str, torch.Tensor], dict[str, Any]]:
-    """(state_dict, extra) from a plain state dict, an authors' OverNet dict (``model_state_dict``), or one of
-    our training checkpoints; a DataParallel/DDP ``module.`` prefix is removed. Tensors land on the CPU."""
+    """(state_dict, extra) from a plain state dict, an authors' OverNet dict (``model_state_dict``), or a file
+    this project wrote (``state_dict`` + ``arch``: the architecture flags, see :func:`save_weights`); a
+    DataParallel/DDP ``module.`` prefix is removed. Tensors land on the CPU."""
     path = Path(path)
     if not path.is_file():
         raise CheckpointError(f"{path}: no such checkpoint file")
@@ -27,6 +28,7 @@ def read_checkpoint(path: str | os.PathLike) -> tuple[dict[str, torch.Tensor], d
     if not isinstance(obj, Mapping):
         raise CheckpointError(f"{path}: holds a {type(obj).__name__}, not a state dict")
     extra: dict[str, Any] = {}
+    # the OverNet authors' (and our step files), our weights files, other trainers
     for key in ("model_state_dict", "state_dict", "model"):
         if isinstance(obj.get(key), Mapping):
             extra = {k: v for k, v in obj.items() if k != key}
@@ -37,6 +39,9 @@ def read_checkpoint(path: str | os.PathLike) -> tuple[dict[str, torch.Tensor], d
         if not isinstance(v, torch.Tensor):
             raise CheckpointError(f"{path}: entry {k!r} is a {type(v).__name__}, not a tensor")
         sd[k[len("module."):] if k.startswith("module.") else k] = v
+    arch = extra.get("arch")
+    if arch is not None and not (isinstance(arch, Mapping) and isinstance(arch.get("family"), str)):
+        raise CheckpointError(f"{path}: its 'arch' entry does not name a model family")
     return sd, extra
 
 
@@ -80,29 +85,27 @@ def save_atomic(obj: Any, path: str | os.PathLike) -> None:
         raise
 
 
-def family_of(sd: Mapping[str, torch.Tensor]) -> str | None:
-    """Which paper's model a state dict belongs to, from its keys ('carn', 'overnet' or None)."""
-    if "GDG1.RB1.SE.conv.0.weight" in sd:
-        return "overnet"
-    if "b1.b1.body.0.weight" in sd and "entry.weight" in sd:
-        return "carn"
-    return None
-
-
-def resolve_flags(requested: Mapping[str, Any], inferred: Mapping[str, Any], source: str,
+def resolve_flags(requested: Mapping[str, Any], known: Mapping[str, Any], source: str,
                   describe: Callable[[Mapping], str]) -> dict[str, Any]:
-    """Fill flags the user left unset (None) from the checkpoint; a flag set explicitly to a value the
-    checkpoint contradicts is an error, never a silent override."""
-    out = dict(requested)
+    """``known`` (flags read from a checkpoint or the manifest) completed by the ``requested`` ones the user
+    set (not None). A requested value that ``known`` contradicts is an error, never a silent override."""
+    out = dict(known)
     clashes = []
-    for k, v in inferred.items():
-        if k not in out:
+    for k, v in requested.items():
+        if v is None:
             continue
-        if out[k] is None:
+        if known.get(k) is not None and known[k] != v:
+            clashes.append(f"--{k} {v} (checkpoint has {known[k]})")
+        else:
             out[k] = v
-        elif v is not None and out[k] != v:
-            clashes.append(f"--{k} {out[k]} (checkpoint has {v})")
     if clashes:
         raise CheckpointError(f"{source}: flags contradict the checkpoint: {'; '.join(clashes)}. "
-                              f"It fits: {describe(inferred)}")
+                              f"It fits: {describe(known)}")
     return out
+
+
+def save_weights(path: str | os.PathLike, state_dict: Mapping[str, torch.Tensor], arch: Mapping[str, Any]) -> None:
+    """Weights plus their architecture flags (``arch``, with ``"family"``), so that loading never guesses."""
+    if "family" not in arch:
+        raise ValueError("arch must name its family")
+    save_atomic({"state_dict": {k: v.detach().cpu() for k, v in state_dict.items()}, "arch": dict(arch)}, path)

@@ -1,6 +1,6 @@
 """Parameters and Mult-Adds counted as the CARN paper counts them: convolutions only, for a 1280x720 output.
 
-    python -m srkit.complexity            # prints the table for CARN, CARN-M and OverNet x2/x3/x4
+    python -m srkit.complexity            # or srkit-complexity: every registered family's reference models
 
 A convolution's Mult-Adds are (output pixels) x (output channels) x (input channels / groups) x k_h x k_w.
 The frozen mean-shift 1x1 convolutions are left out (they are not part of the network's learned body).
@@ -16,6 +16,7 @@ import argparse
 import torch
 import torch.nn as nn
 
+from srkit import registry
 from srkit.layers import MeanShift, count_parameters
 
 
@@ -50,21 +51,15 @@ def multadds_1280x720(model: nn.Module, scale: int, exact_input: bool = True) ->
 
 
 def table() -> list[dict]:
-    from carn import CARN, CARN_M
-    from overnet import OverNet
-
+    """A row per registered family's reference configuration (``Family.examples``) and scale."""
     rows = []
-    for name, cls in (("carn", CARN), ("carn_m", CARN_M)):
-        net = cls(multi_scale=True)
-        for s in (2, 3, 4):
-            rows.append({"model": name, "scale": s, "params": count_parameters(net),
-                         "multadds_G": multadds_1280x720(net, s),
-                         "multadds_int_input_G": multadds_1280x720(net, s, exact_input=False)})
-    for s in (2, 3, 4):
-        net = OverNet(upscale=s + 1)
-        rows.append({"model": "overnet", "scale": s, "params": count_parameters(net),
-                     "multadds_G": multadds_1280x720(net, s),
-                     "multadds_int_input_G": multadds_1280x720(net, s, exact_input=False)})
+    for fam in registry.families():
+        for ex in fam.examples:
+            net = fam.build(ex.arch)
+            for s in ex.scales:
+                rows.append({"model": ex.name, "scale": s, "params": count_parameters(net),
+                             "multadds_G": multadds_1280x720(net, s),
+                             "multadds_int_input_G": multadds_1280x720(net, s, exact_input=False)})
     return rows
 
 

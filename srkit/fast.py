@@ -19,6 +19,7 @@ only the portable rewrites (ONNX export uses that).
 from __future__ import annotations
 
 import copy
+import warnings
 
 import torch
 import torch.nn as nn
@@ -27,8 +28,12 @@ import torch.nn.functional as F
 from srkit.layers import MeanShift
 
 # oneDNN's fused convolution (conv + post-ops), the kernel PyTorch's own CPU compiler emits; absent from
-# builds without oneDNN, where the fused modules fall back to the plain ops.
-_ONEDNN = {"on": torch.backends.mkldnn.is_available() and hasattr(torch.ops.mkldnn, "_convolution_pointwise")}
+# builds without oneDNN, where the fused modules run the plain ops.
+ONEDNN_BUILD = torch.backends.mkldnn.is_available() and hasattr(torch.ops.mkldnn, "_convolution_pointwise")
+
+
+class OneDNNFallbackWarning(RuntimeWarning):
+    """A fused oneDNN kernel is not available for a conv on this CPU / build; that conv runs plain ops."""
 
 
 class _Subtract(nn.Module):
@@ -55,27 +60,48 @@ class FusedConv(nn.Module):
         self.relu = relu
         self.padding, self.stride = list(conv.padding), list(conv.stride)
         self.dilation, self.groups = list(conv.dilation), conv.groups
+        self._kernel_ok: dict[bool, bool] = {}  # per form (with a residual or not), probed on first use
 
-    def _onednn(self, x: torch.Tensor) -> bool:
+    def _onednn(self, x: torch.Tensor, binary: bool) -> bool:
         # float32 only: oneDNN's bf16 kernels refuse CPUs without AVX512-BF16-class support, F.conv2d does not
-        return _ONEDNN["on"] and x.device.type == "cpu" and x.dtype == self.weight.dtype == torch.float32 \
-            and not torch.is_grad_enabled()
+        if not (ONEDNN_BUILD and x.device.type == "cpu" and x.dtype == self.weight.dtype == torch.float32
+                and not torch.is_grad_enabled()):
+            return False
+        if binary not in self._kernel_ok:
+            self._kernel_ok[binary] = self._probe(binary)
+        return self._kernel_ok[binary]
 
-    def forward(self, x: torch.Tensor, residual: torch.Tensor | None = None) -> torch.Tensor:
+    def _probe(self, binary: bool) -> bool:
+        """Run the fused kernel once on a tiny input of this conv's configuration. Only a kernel that fails
+        here counts as unavailable; a failure on real inputs afterwards (out of memory, ...) is raised."""
+        k = self.weight.shape[-2:]
+        x = torch.zeros(1, self.weight.shape[1] * self.groups, k[0] + 1, k[1] + 1).contiguous(
+            memory_format=torch.channels_last)
+        try:
+            self._call(x, torch.zeros_like(self._plain(x, None)) if binary else None)
+            return True
+        except RuntimeError as e:
+            warnings.warn(f"oneDNN fused convolution unavailable here ({str(e).splitlines()[0]}); "
+                          f"this conv runs plain ops", OneDNNFallbackWarning, stacklevel=4)
+            return False
+
+    def _call(self, x: torch.Tensor, residual: torch.Tensor | None) -> torch.Tensor:
         args = (self.weight, self.bias, self.padding, self.stride, self.dilation, self.groups)
-        if self._onednn(x):
-            try:
-                if residual is None:
-                    return torch.ops.mkldnn._convolution_pointwise(x, *args, "relu" if self.relu else "none", [],
-                                                                   "")
-                return torch.ops.mkldnn._convolution_pointwise.binary(x, residual, *args, "add", None,
-                                                                       "relu" if self.relu else None, [], "")
-            except RuntimeError:  # a oneDNN build or CPU without this kernel: plain ops from now on
-                _ONEDNN["on"] = False
+        if residual is None:
+            return torch.ops.mkldnn._convolution_pointwise(x, *args, "relu" if self.relu else "none", [], "")
+        return torch.ops.mkldnn._convolution_pointwise.binary(x, residual, *args, "add", None,
+                                                               "relu" if self.relu else None, [], "")
+
+    def _plain(self, x: torch.Tensor, residual: torch.Tensor | None) -> torch.Tensor:
         y = F.conv2d(x, self.weight, self.bias, self.stride, self.padding, self.dilation, self.groups)
         if residual is not None:
             y = y + residual
         return torch.relu(y) if self.relu else y
+
+    def forward(self, x: torch.Tensor, residual: torch.Tensor | None = None) -> torch.Tensor:
+        if self._onednn(x, residual is not None):
+            return self._call(x, residual)
+        return self._plain(x, residual)
 
 
 class CascadeFuse(FusedConv):
@@ -185,11 +211,10 @@ def _fuse(module: nn.Module) -> None:
 
 
 def _bake_weight_norm(model: nn.Module) -> None:
-    from overnet.ops import WNConv2d  # local import: srkit does not depend on overnet otherwise
-
+    """Replace every weight-normalized conv (a Conv2d subclass with ``effective_weight()``) by a plain one."""
     for parent in list(model.modules()):
         for name, child in list(parent.named_children()):
-            if isinstance(child, WNConv2d):
+            if isinstance(child, nn.Conv2d) and callable(getattr(child, "effective_weight", None)):
                 conv = nn.Conv2d(child.in_channels, child.out_channels, child.kernel_size, child.stride,
                                  child.padding, groups=child.groups, bias=child.bias is not None)
                 with torch.no_grad():
@@ -200,12 +225,14 @@ def _bake_weight_norm(model: nn.Module) -> None:
 
 
 def prepare_fast(model: nn.Module, half: torch.dtype | None = None, fuse: bool = True) -> nn.Module:
-    """A frozen inference copy of ``model`` (see the module docstring); ``model`` itself is not changed."""
+    """A frozen inference copy of ``model`` (see the module docstring); ``model`` itself is not changed.
+    ``add_mean`` is folded into the conv the model names as ``exit_conv`` (its forward must end in
+    ``add_mean(exit_conv(...) [+ terms])``); a model without one keeps its ``add_mean``."""
     fast = copy.deepcopy(model).eval()
     _bake_weight_norm(fast)
-    exit_name = "exit" if hasattr(fast, "exit") else "exit1"
-    exit_conv = getattr(fast, exit_name)
-    if isinstance(getattr(fast, "add_mean", None), MeanShift) and isinstance(exit_conv, nn.Conv2d):
+    exit_conv = getattr(fast, getattr(fast, "exit_conv", ""), None)
+    if isinstance(getattr(fast, "add_mean", None), MeanShift) and isinstance(exit_conv, nn.Conv2d) \
+            and exit_conv.bias is not None:
         with torch.no_grad():
             exit_conv.bias.add_(fast.add_mean.shifter.bias)
         fast.add_mean = nn.Identity()

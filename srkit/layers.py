@@ -2,6 +2,8 @@
 from __future__ import annotations
 
 import math
+from contextvars import ContextVar
+from dataclasses import dataclass, field
 from typing import Callable, Sequence
 
 import torch
@@ -67,20 +69,33 @@ def count_parameters(model: nn.Module, trainable_only: bool = False) -> int:
     return sum(p.numel() for p in model.parameters() if p.requires_grad or not trainable_only)
 
 
-class GlobalAvgPool(nn.Module):
-    """Mean over H and W; during tiled inference, returns the whole image's mean instead of the tile's."""
+@dataclass
+class PoolStats:
+    """Whole-image pooling statistics for one tiled forward (see srkit.tiling), keyed by pool module.
+    ``core``: (y0, y1, x0, x1) of the current tile's core, whose sums are recorded into ``acc``; ``fixed``:
+    whole-image means the pools return instead of the tile's own."""
+    core: tuple[int, int, int, int] | None = None
+    acc: dict[int, torch.Tensor] = field(default_factory=dict)
+    fixed: dict[int, torch.Tensor] = field(default_factory=dict)
 
-    def __init__(self) -> None:
-        super().__init__()
-        self.fixed: torch.Tensor | None = None      # whole-image mean to use, (N, C, 1, 1)
-        self.core: tuple[int, int, int, int] | None = None  # (y0, y1, x0, x1) of the tile's core, to record
-        self.acc: torch.Tensor | None = None         # running sum over cores
+
+# Set only for the duration of srkit.tiling.forward_tiled: the modules themselves hold no per-call state,
+# so one model can serve several threads, and nothing outlives the call.
+POOL_STATS: ContextVar[PoolStats | None] = ContextVar("srkit_pool_stats", default=None)
+
+
+class GlobalAvgPool(nn.Module):
+    """Mean over H and W; during a tiled forward, the whole image's mean instead of the tile's."""
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        if self.core is not None:
-            y0, y1, x0, x1 = self.core
+        stats = POOL_STATS.get()
+        if stats is None:
+            return x.mean(dim=(2, 3), keepdim=True)
+        key = id(self)
+        if stats.core is not None:
+            y0, y1, x0, x1 = stats.core
             s = x[..., y0:y1, x0:x1].sum(dim=(2, 3), keepdim=True, dtype=torch.float64)
-            self.acc = s if self.acc is None else self.acc + s
-        if self.fixed is not None:
-            return self.fixed.to(x.dtype).expand(x.shape[0], -1, -1, -1)
+            stats.acc[key] = s if key not in stats.acc else stats.acc[key] + s
+        if key in stats.fixed:
+            return stats.fixed[key].to(x.dtype).expand(x.shape[0], -1, -1, -1)
         return x.mean(dim=(2, 3), keepdim=True)

@@ -8,8 +8,9 @@ forward's wall time. Turning mmap off for the heap and never trimming it lets fr
 price is that the process keeps its peak memory until it exits (the allocator reuses it, the OS does not
 get it back). jemalloc or tcmalloc via ``LD_PRELOAD`` do the same job outside Python.
 
-``srkit.sampler.Predictor`` calls ``retain_freed_memory()`` for a fast-path model on CPU, so the sample
-CLIs and ``srkit.api.load`` have it on (``retain_memory=False`` declines); ``--plain`` leaves it off.
+Because it is process-wide and permanent, no library call turns it on unasked: ``Predictor`` /
+``srkit.api.load`` do so only with ``retain_memory=True``. The command-line tools ask for it on a CPU fast
+path (their ``--help`` says so); ``--plain`` leaves the allocator alone.
 """
 from __future__ import annotations
 

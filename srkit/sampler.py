@@ -1,4 +1,4 @@
-"""The evaluation / sampling loop shared by carn/sample.py and overnet/sample.py.
+"""The evaluation loop of every sample front-end (srkit.sample_cli), and the Predictor that runs a model.
 
 For each benchmark folder and scale: load (HR, LR) pairs in a background thread, run the model (tiled,
 optionally self-ensembled), quantize SR by rounding, write SR and HR PNGs to
@@ -8,7 +8,6 @@ skipped; the exit status is non-zero if anything failed.
 """
 from __future__ import annotations
 
-import argparse
 import csv
 import json
 import math
@@ -31,26 +30,6 @@ from srkit.memory import retain_freed_memory
 from srkit.tiling import forward_tiled, self_ensemble
 
 
-def add_inference_args(p: argparse.ArgumentParser) -> None:
-    """Flags every sample.py shares (names as in the authors' READMEs where they exist)."""
-    p.add_argument("--ckpt_path", required=True, help="checkpoint file (state dict or training checkpoint)")
-    p.add_argument("--test_data_dir", nargs="+", default=["datasets/benchmark/Set5"],
-                   help="one or more benchmark folders (x<s>/ HR+LR pairs, DIV2K valid, or HR images only)")
-    p.add_argument("--sample_dir", default="sample", help="where SR/HR images, CSVs and summary.json go")
-    p.add_argument("--shave", type=int, default=20, help="tile overlap in LR pixels (the authors' chop shave)")
-    p.add_argument("--tile", type=int, default=512, help="tile size in LR pixels; 0 = whole image at once")
-    p.add_argument("--self_ensemble", action="store_true", help="geometric x8 self-ensemble")
-    p.add_argument("--rgb", action="store_true", help="score RGB instead of the Y channel")
-    p.add_argument("--cpu", action="store_true", help="run on the CPU even if CUDA is available")
-    p.add_argument("--no_save", action="store_true", help="score only, write no PNGs")
-    p.add_argument("--input", nargs="+", default=None,
-                   help="images or folders to upscale (no HR, no metrics); written to <sample_dir>/<model>/upscaled/x<s>/")
-    p.add_argument("--plain", action="store_true", help="the plain eager float32 forward instead of the fast path")
-    p.add_argument("--half", action="store_true",
-                   help="opt-in half precision (changes outputs): fp16 on CUDA, bf16 on CPU (fast only on CPUs "
-                        "with AVX512-BF16/AMX)")
-
-
 def pick_device(force_cpu: bool) -> torch.device:
     return torch.device("cuda" if torch.cuda.is_available() and not force_cpu else "cpu")
 
@@ -67,15 +46,16 @@ def to_uint8(t: torch.Tensor) -> np.ndarray:
 @dataclass
 class Predictor:
     """model(x, scale) wrapped with tiling and self-ensemble; ``__call__`` takes and returns NCHW tensors.
-    ``fast=True`` runs the fast path of srkit.fast (same outputs within 1e-4, measured in the tests) and, on CPU,
-    ``retain_memory=True`` keeps freed memory in the process for reuse (srkit.memory; process-wide).
-    ``half=True`` (opt-in, changes outputs) runs fp16 on CUDA, bf16 on CPU; outputs are float32."""
+    ``fast=True`` runs the fast path of srkit.fast (within ``FAST_PATH_ATOL`` of the plain forward, tested).
+    ``retain_memory=True`` (opt-in: process-wide, cannot be undone) makes a CPU fast path keep freed memory in
+    the process for reuse (srkit.memory); the CLIs ask for it. ``half=True`` (opt-in, changes outputs) runs
+    fp16 on CUDA, bf16 on CPU; outputs are float32."""
     model: torch.nn.Module
     tile: int = 512
     overlap: int = 20
     ensemble: bool = False
     fast: bool = True
-    retain_memory: bool = True
+    retain_memory: bool = False
     half: bool = False
 
     def __post_init__(self) -> None:
@@ -95,18 +75,6 @@ class Predictor:
             x = to_fast_input(x, self.dtype)
         run = lambda t: forward_tiled(self.net, t, scale, self.tile, self.overlap)  # noqa: E731
         return (self_ensemble(run, x) if self.ensemble else run(x)).float().contiguous()
-
-
-def predictor_from_args(net: torch.nn.Module, args: argparse.Namespace) -> tuple[Predictor, torch.device] | None:
-    """The Predictor the inference flags (``add_inference_args``) ask for, on the device they pick; None, after
-    printing why, when the flags contradict each other."""
-    device = pick_device(args.cpu)
-    try:
-        return Predictor(net.to(device), tile=args.tile, overlap=args.shave, ensemble=args.self_ensemble,
-                         fast=not args.plain, half=args.half), device
-    except ValueError as e:
-        print(f"error: {e}", file=sys.stderr)
-        return None
 
 
 @dataclass

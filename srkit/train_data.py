@@ -1,6 +1,6 @@
 """DIV2K h5 patch loader.
 
-Each training step's batch is a pure function of (seed, step, rank): which images, where to crop, the flips
+Each training step's batches are a pure function of (seed, step, rank): which images, where to crop, the flips
 and rotations, and (for ``--scale 0``) the step's scale. Resuming at step k therefore sees exactly the data
 an uninterrupted run sees, with no sampler state to save, and DDP ranks draw different patches.
 Images are drawn uniformly with replacement (the authors shuffle epochs; over 800 images the two are
@@ -18,28 +18,37 @@ import torch
 from torch.utils.data import Dataset
 
 
-class StepBatches(Dataset):
-    """``dataset[step]`` -> (hr, lr, scale): float tensors in [0,1], (B,3,P*s,P*s) and (B,3,P,P).
+class TrainDataError(ValueError):
+    """Training data that cannot be used; the message names the file."""
 
-    ``scales``: the scales the run trains; a step uses one of them (drawn per step when several).
-    ``all_scales=True`` returns, instead, a list of (hr, lr, scale) for every scale (OverNet's multi-scale loss).
+
+class StepBatches(Dataset):
+    """``dataset[step]`` -> a list of (hr, lr, scale): float tensors in [0,1], (B,3,P*s,P*s) and (B,3,P,P).
+
+    ``scales``: the scales the run trains. ``per_step="one"``: one batch, at a scale drawn per step (the
+    same on every rank); ``"all"``: one batch at every scale (OverNet's multi-scale loss).
     """
 
     def __init__(self, h5_path: str | Path, scales: tuple[int, ...], patch_size: int, batch_size: int,
-                 seed: int = 0, rank: int = 0, length: int = 10 ** 9, all_scales: bool = False) -> None:
+                 seed: int = 0, rank: int = 0, length: int = 10 ** 9, per_step: str = "one") -> None:
+        if per_step not in ("one", "all"):
+            raise ValueError(f"per_step is 'one' or 'all', not {per_step!r}")
         self.path = Path(h5_path)
         if not self.path.is_file():
-            raise FileNotFoundError(f"{self.path}: no such h5 file (make it with div2h5.py)")
-        with h5py.File(self.path, "r") as f:
-            missing = [f"X{s}" for s in scales if f"X{s}" not in f]
-            if "HR" not in f or missing:
-                raise ValueError(f"{self.path}: lacks groups {['HR'] if 'HR' not in f else []}{missing}")
-            self.n = len(f["HR"])
-            small = [k for k in f["HR"] if min(f["HR"][k].shape[:2]) < patch_size * max(scales)]
-            if small:
-                raise ValueError(f"{self.path}: HR image {small[0]} is smaller than patch {patch_size} x {max(scales)}")
+            raise TrainDataError(f"{self.path}: no such h5 file (make it with div2h5.py)")
+        try:
+            with h5py.File(self.path, "r") as f:
+                missing = [f"X{s}" for s in scales if f"X{s}" not in f]
+                if "HR" not in f or missing:
+                    raise TrainDataError(f"{self.path}: lacks groups {['HR'] if 'HR' not in f else []}{missing}")
+                self.n = len(f["HR"])
+                small = [k for k in f["HR"] if min(f["HR"][k].shape[:2]) < patch_size * max(scales)]
+        except OSError as e:
+            raise TrainDataError(f"{self.path}: not a readable h5 training file ({e})") from None
+        if small:
+            raise TrainDataError(f"{self.path}: HR image {small[0]} is smaller than patch {patch_size} x {max(scales)}")
         self.scales, self.patch, self.batch = tuple(scales), patch_size, batch_size
-        self.seed, self.rank, self.length, self.all_scales = seed, rank, length, all_scales
+        self.seed, self.rank, self.length, self.per_step = seed, rank, length, per_step
         self._f: h5py.File | None = None
 
     def __len__(self) -> int:
@@ -80,7 +89,7 @@ class StepBatches(Dataset):
         to_t = lambda a: torch.from_numpy(np.ascontiguousarray(np.stack(a))).permute(0, 3, 1, 2).float().div_(255)  # noqa: E731
         return to_t(hrs), to_t(lrs), s
 
-    def __getitem__(self, step: int):
-        if self.all_scales:
+    def __getitem__(self, step: int) -> list[tuple[torch.Tensor, torch.Tensor, int]]:
+        if self.per_step == "all":
             return [self._batch(step, s, s) for s in self.scales]
-        return self._batch(step, self.step_scale(step), 0)
+        return [self._batch(step, self.step_scale(step), 0)]

@@ -1,14 +1,18 @@
 """The released weights: manifest, integrity checks, downloads, and name -> path resolution.
 
+    python checkpoint/download.py carn_m overnet_x4      # or: srkit-download all
+
 Downloads go to ``<file>.part`` (resumed with an HTTP Range request after an interruption), are verified
 (size, sha256 and/or git blob SHA-1 = sha1(b"blob <size>\\0" + content)), then renamed: a file under its
 final name is always a verified one. A hash mismatch deletes the partial file and fails loudly.
 """
 from __future__ import annotations
 
+import argparse
 import hashlib
 import json
 import os
+import sys
 import urllib.error
 import urllib.request
 from pathlib import Path
@@ -18,7 +22,7 @@ from tqdm import tqdm
 
 ROOT = Path(__file__).resolve().parents[1]
 CKPT_DIR = ROOT / "checkpoint"
-MANIFEST_PATH = CKPT_DIR / "manifest.json"
+MANIFEST_PATH = Path(__file__).with_name("manifest.json")  # package data: URL, hashes, family, flags
 
 
 class DownloadError(RuntimeError):
@@ -48,9 +52,10 @@ def verify(path: Path, entry: dict[str, Any]) -> str | None:
     return None
 
 
-def download(name: str, dest_dir: Path = CKPT_DIR, entry: dict[str, Any] | None = None, timeout: float = 30,
+def download(name: str, dest_dir: Path | None = None, entry: dict[str, Any] | None = None, timeout: float = 30,
              progress: bool = True) -> Path:
-    """Fetch the manifest's ``name`` into ``dest_dir`` (no-op if a verified copy is there); returns its path."""
+    """Fetch the manifest's ``name`` into ``dest_dir`` (default CKPT_DIR; no-op if a verified copy is there)."""
+    dest_dir = CKPT_DIR if dest_dir is None else Path(dest_dir)
     entry = entry or manifest().get(name)
     if entry is None:
         raise DownloadError(f"unknown checkpoint {name!r}; known: {', '.join(manifest())}")
@@ -89,7 +94,7 @@ def download(name: str, dest_dir: Path = CKPT_DIR, entry: dict[str, Any] | None 
     return final
 
 
-def resolve(name_or_path: str, dest_dir: Path = CKPT_DIR) -> tuple[str, dict[str, Any] | None]:
+def resolve(name_or_path: str, dest_dir: Path | None = None) -> tuple[str, dict[str, Any] | None]:
     """A checkpoint path for a path or a manifest name (downloaded if missing), and the manifest entry."""
     if Path(name_or_path).exists():
         return name_or_path, None
@@ -97,3 +102,24 @@ def resolve(name_or_path: str, dest_dir: Path = CKPT_DIR) -> tuple[str, dict[str
     if name_or_path in entries:
         return str(download(name_or_path, dest_dir)), entries[name_or_path]
     return name_or_path, None  # let the loader report the missing file
+
+
+def main(argv: list[str] | None = None) -> int:
+    names = list(manifest())
+    p = argparse.ArgumentParser(description="Download the authors' released weights, verified against the manifest.")
+    p.add_argument("names", nargs="+", help=f"'all' or any of: {', '.join(names)}")
+    p.add_argument("--dir", type=Path, default=None, help=f"default: {CKPT_DIR}")
+    a = p.parse_args(argv)
+    wanted = names if "all" in a.names else a.names
+    failed = 0
+    for n in wanted:
+        try:
+            print(f"{n}: {download(n, a.dir)}")
+        except DownloadError as e:
+            print(f"error: {n}: {e}", file=sys.stderr)
+            failed += 1
+    return 1 if failed else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

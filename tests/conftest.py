@@ -1,8 +1,7 @@
 """Shared fixtures. Tests that need ../shared (reference data, benchmarks, released weights) skip with the
-reason when it is absent."""
+reason when it is absent; everything else makes its own data."""
 from __future__ import annotations
 
-import sys
 from pathlib import Path
 
 import pytest
@@ -10,8 +9,6 @@ import torch
 
 ROOT = Path(__file__).resolve().parents[1]
 SHARED = ROOT.parent / "shared"
-sys.path.insert(0, str(ROOT))
-torch.set_num_threads(max(1, torch.get_num_threads()))
 
 
 def shared_path(*parts: str) -> Path:
@@ -33,3 +30,16 @@ def benchmark_dir() -> Path:
 
 def load_ref(name: str) -> dict:
     return torch.load(shared_path("reference", name), map_location="cpu", weights_only=True)
+
+
+@pytest.fixture(scope="session")
+def div2k(tmp_path_factory):
+    """(h5 training file, validation folder, DIV2K folder) made from scikit-image's photographs."""
+    import div2h5
+    from train_fixtures import make_div2k
+
+    root = tmp_path_factory.mktemp("div2k")
+    div, val = make_div2k(root)
+    h5 = root / "train.h5"
+    assert div2h5.main(["--div2k", str(div), "--out", str(h5)]) == 0
+    return h5, val, div

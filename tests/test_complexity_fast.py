@@ -10,6 +10,7 @@ from overnet import OverNet
 from srkit.complexity import multadds_1280x720, table
 from srkit.fast import prepare_fast, to_fast_input
 from srkit.layers import count_parameters
+from srkit.tolerances import FAST_PATH_ATOL
 
 PAPER_G = {("carn", 2): 222.8, ("carn", 4): 90.9, ("carn_m", 2): 91.2, ("carn_m", 4): 32.5}
 
@@ -35,7 +36,7 @@ def test_multadds_count_is_resolution_proportional():
 
 
 @pytest.mark.parametrize("name", ["carn", "carn_m", "overnet_x2", "overnet_x3", "overnet_x4"])
-def test_fast_path_equals_plain_forward(name):
+def test_fast_path_reproduces_the_authors_outputs(name):
     ref = load_ref(f"{name}_random_io.pt")
     if name.startswith("overnet"):
         net = OverNet(upscale={"overnet_x2": 3, "overnet_x3": 4, "overnet_x4": 5}[name])
@@ -49,7 +50,7 @@ def test_fast_path_equals_plain_forward(name):
     with torch.inference_mode():
         for key, want in ref["outputs"].items():
             got = fast(to_fast_input(ref["input"]), int(key[1:]))
-            assert (got - want).abs().max().item() <= 1e-4, key
+            assert (got - want).abs().max().item() <= FAST_PATH_ATOL, key
 
 
 def _fused_parts(net: torch.nn.Module) -> dict[str, int]:
@@ -108,18 +109,44 @@ def test_buffered_cascade_equals_concatenation():
     assert len(got) == 3 and all(torch.allclose(g, w, atol=1e-6) for g, w in zip(got, want))
 
 
-def test_a_failing_onednn_kernel_falls_back_to_plain_ops(monkeypatch):
+def _broken_above(monkeypatch, pixels: int):
+    """Make the fused kernel raise for inputs with more than ``pixels`` pixels (0: always)."""
+    real = torch.ops.mkldnn._convolution_pointwise
+
+    def guard(fn):
+        def kernel(x, *args, **kwargs):
+            if x.shape[-1] * x.shape[-2] > pixels:
+                raise RuntimeError("could not create a primitive descriptor for this CPU")
+            return fn(x, *args, **kwargs)
+        return kernel
+
+    class Op:  # the plain and the binary (+ residual) overloads, both guarded
+        __call__ = staticmethod(guard(real))
+        binary = staticmethod(guard(real.binary))
+
+    monkeypatch.setattr(torch.ops.mkldnn, "_convolution_pointwise", Op(), raising=False)
+
+
+def test_an_unavailable_onednn_kernel_falls_back_and_says_so_once(monkeypatch):
     from srkit import fast as F
-
-    def broken(*args, **kwargs):
-        raise RuntimeError("no kernel for this CPU")
-
-    monkeypatch.setattr(F, "_ONEDNN", {"on": True})
-    monkeypatch.setattr(torch.ops.mkldnn, "_convolution_pointwise", broken, raising=False)
+    if not F.ONEDNN_BUILD:
+        pytest.skip("this PyTorch build has no oneDNN fused convolution: the plain ops always run")
+    _broken_above(monkeypatch, 0)  # the probe fails too: the kernel is unavailable
     torch.manual_seed(0)
     net = CARN().eval()
     x = torch.rand(1, 3, 10, 12)
-    with torch.inference_mode():
+    with pytest.warns(F.OneDNNFallbackWarning) as caught, torch.inference_mode():
         got = prepare_fast(net)(to_fast_input(x), 2)
         want = net(x, 2)
-    assert not F._ONEDNN["on"] and (got - want).abs().max().item() <= 1e-5
+    assert (got - want).abs().max().item() <= FAST_PATH_ATOL
+    assert len({str(w.message) for w in caught}) == 1  # one message, not one per conv
+
+
+def test_a_failure_on_real_inputs_is_not_swallowed(monkeypatch):
+    from srkit import fast as F
+    if not F.ONEDNN_BUILD:
+        pytest.skip("this PyTorch build has no oneDNN fused convolution")
+    _broken_above(monkeypatch, 16)  # the tiny probe works; the real call fails (as out-of-memory would)
+    fast = prepare_fast(CARN().eval())
+    with pytest.raises(RuntimeError, match="primitive descriptor"), torch.inference_mode():
+        fast(to_fast_input(torch.rand(1, 3, 10, 12)), 2)

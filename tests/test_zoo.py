@@ -1,5 +1,6 @@
-"""Checkpoint downloads against a real HTTP server on 127.0.0.1: success, resume after a failure, corrupt
-payload rejected, server absent; never a partial file under the final name."""
+"""Checkpoint downloads against a real HTTP server on 127.0.0.1 serving synthetic bytes with their real hashes:
+success, resume after a failure, corrupt payload rejected, server absent; never a partial file under the final
+name. The manifest's hashes are checked against the released file where ../shared has it."""
 from __future__ import annotations
 
 import hashlib
@@ -43,9 +44,12 @@ class _Handler(http.server.BaseHTTPRequestHandler):
         pass
 
 
+PAYLOAD = bytes(range(256)) * 4000  # 1 MB, stands in for a weight file
+
+
 @pytest.fixture
-def server(carn_m_released):
-    _Handler.payload = carn_m_released.read_bytes()
+def server():
+    _Handler.payload = PAYLOAD
     _Handler.cut_after, _Handler.corrupt, _Handler.requests = None, False, []
     srv = http.server.ThreadingHTTPServer(("127.0.0.1", 0), _Handler)
     t = threading.Thread(target=srv.serve_forever, daemon=True)
@@ -57,7 +61,9 @@ def server(carn_m_released):
 
 def _entry(server) -> dict:
     e = dict(zoo.manifest()["carn_m"])
-    e["url"] = f"http://127.0.0.1:{server.server_address[1]}/carn_m.pth"
+    e.update(url=f"http://127.0.0.1:{server.server_address[1]}/carn_m.pth", size=len(PAYLOAD),
+             sha256=hashlib.sha256(PAYLOAD).hexdigest(),
+             git_blob_sha1=hashlib.sha1(b"blob %d\0" % len(PAYLOAD) + PAYLOAD).hexdigest())
     return e
 
 
@@ -68,6 +74,7 @@ def test_manifest_hashes_match_the_released_file(carn_m_released):
     assert hashlib.sha1(b"blob %d\0" % len(data) + data).hexdigest() == e["git_blob_sha1"]
     for name, entry in zoo.manifest().items():
         assert entry["url"].startswith("https://raw.githubusercontent.com/") and entry["git_blob_sha1"]
+        assert entry["license"] and entry["family"] in ("carn", "overnet")
 
 
 def test_download_success_and_no_refetch(server, tmp_path):
@@ -97,7 +104,7 @@ def test_corrupt_payload_is_rejected_and_deleted(server, tmp_path):
 
 
 def test_server_absent_says_where_to_put_the_file(tmp_path):
-    e = dict(zoo.manifest()["carn_m"], url="http://127.0.0.1:9/carn_m.pth")
+    e = dict(zoo.manifest()["carn_m"], url="http://127.0.0.1:9/carn_m.pth")  # port 9 (discard): nothing listens
     with pytest.raises(zoo.DownloadError, match=f"put it at {tmp_path / 'carn_m.pth'}"):
         zoo.download("carn_m", tmp_path, entry=e, timeout=2, progress=False)
     assert not (tmp_path / "carn_m.pth").exists()
@@ -107,9 +114,10 @@ def test_resolve_by_name_fills_and_checks_flags(tmp_path, carn_m_released, monke
     import shutil
 
     from carn import sample
+    from srkit.models import load_model
     shutil.copy(carn_m_released, tmp_path / "carn_m.pth")
-    monkeypatch.setattr(sample, "resolve", lambda n: zoo.resolve(n, tmp_path))
-    net, flags = sample.load_model("carn_m")
-    assert flags["model"] == "carn_m" and flags["group"] == 4
+    monkeypatch.setattr(zoo, "CKPT_DIR", tmp_path)
+    net, arch = load_model("carn_m")
+    assert arch["model"] == "carn_m" and arch["group"] == 4 and arch["family"] == "carn"
     assert sample.main(["--ckpt_path", "carn_m", "--group", "1"]) == 2
     assert "--group 1 (checkpoint has 4)" in capsys.readouterr().err

@@ -35,6 +35,8 @@ class OverNet(nn.Module):
     ``group`` (groups of the upsampling conv, 4 in the paper). ``forward(x, scale)`` serves any real
     scale 1 < scale <= upscale; the output is ``sr_size(h, scale) x sr_size(w, scale)``."""
 
+    exit_conv = "exit1"  # add_mean shifts exit1's output plus the skip (srkit.fast folds it into the bias)
+
     def __init__(self, *, upscale: int = 3, group: int = 4, channels: int = 64) -> None:
         super().__init__()
         self.upscale = int(upscale)
@@ -53,16 +55,9 @@ class OverNet(nn.Module):
         self.res_scale = Scale(1)
         self.x_scale = Scale(1)
 
-    @property
-    def scales(self) -> tuple[int, ...]:
-        return tuple(range(2, self.upscale))
-
-    def check_scale(self, scale: float) -> None:
+    def forward(self, x: torch.Tensor, scale: float) -> torch.Tensor:
         if not 1 < scale <= self.upscale:
             raise ValueError(f"this OverNet (upscale {self.upscale}) serves scales 1 < s <= {self.upscale}, not {scale}")
-
-    def forward(self, x: torch.Tensor, scale: float) -> torch.Tensor:
-        self.check_scale(scale)
         out_hw = (sr_size(x.shape[-2], scale), sr_size(x.shape[-1], scale))
         x = self.sub_mean(x)
         skip = x

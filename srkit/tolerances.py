@@ -1,0 +1,20 @@
+"""One named tolerance per claim the project makes. The tests assert with these names, and the README's
+"Tolerances" table quotes them (tests/test_docs.py checks that the two agree)."""
+from __future__ import annotations
+
+# Our forward vs the authors' code on the reference inputs (float32, max abs difference, outputs in [0, 1]).
+AUTHORS_IO_ATOL = 1e-5
+# The fast inference path (srkit.fast) vs the plain eager float32 forward (max abs difference).
+FAST_PATH_ATOL = 1e-4
+# Tiled forward vs the whole image at once (max abs difference; 1/255 is one grey level).
+TILING_ATOL = 1 / 255
+# onnxruntime running our ONNX export vs PyTorch (max abs difference, at sizes other than the traced one).
+ONNX_ATOL = 1e-4
+# Benchmark scores vs the authors' code on the same images and protocol (released CARN-M, Set5/Set14).
+PSNR_REPRO_DB = 0.01
+SSIM_REPRO = 0.0005
+# Opt-in half precision (--half) vs float32: the largest pixel change in grey levels, and the PSNR change.
+HALF_MAX_LEVELS = 8
+HALF_PSNR_DB = 0.1
+
+ALL = {name: value for name, value in globals().items() if name.isupper() and name != "ALL"}
