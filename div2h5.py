@@ -17,6 +17,7 @@ import sys
 from pathlib import Path
 
 import h5py
+from PIL import Image
 from tqdm import tqdm
 
 from srkit.benchmark import crop_to_scale, make_lr
@@ -25,13 +26,15 @@ from srkit.imageio import ImageError, read_rgb8
 SCALES = (2, 3, 4)
 
 
-def _list_hr(hr_dir: Path) -> list[Path]:
+def _list_hr(hr_dir: Path) -> tuple[list[Path], list[str]]:
+    """The HR PNGs, and the names of the other files in the folder (skipped, and said so)."""
     if not hr_dir.is_dir():
         raise FileNotFoundError(f"{hr_dir}: missing (expected DIV2K_train_HR/0001.png ...)")
     files = sorted(hr_dir.glob("*.png"))
     if not files:
         raise FileNotFoundError(f"{hr_dir}: no PNG images")
-    return files
+    others = sorted(p.name for p in hr_dir.iterdir() if p.suffix != ".png" and not p.name.startswith("."))
+    return files, others
 
 
 def _lr_path(lr_dir: Path, hr: Path, s: int) -> Path:
@@ -50,18 +53,22 @@ def check_lr_folder(lr_dir: Path, hrs: list[Path], s: int) -> None:
 
 def build_h5(div2k: Path, out: Path, scales: tuple[int, ...] = SCALES) -> dict:
     hr_dir, lr_dir = div2k / "DIV2K_train_HR", div2k / "DIV2K_train_LR_bicubic"
-    hrs = _list_hr(hr_dir)
+    hrs, skipped = _list_hr(hr_dir)
     generate = {s: not (lr_dir / f"X{s}").is_dir() for s in scales}
     for s in scales:
         if not generate[s]:
             check_lr_folder(lr_dir, hrs, s)
     out.parent.mkdir(parents=True, exist_ok=True)
     tmp = out.with_name(out.name + ".partial")
+    gray: list[str] = []
     try:
         with h5py.File(tmp, "w") as f:
             groups = {"HR": f.create_group("HR"), **{s: f.create_group(f"X{s}") for s in scales}}
             for i, hr_path in enumerate(tqdm(hrs, desc="div2h5", unit="img")):
                 hr = read_rgb8(hr_path)
+                with Image.open(hr_path) as im:  # the header only: read_rgb8 replicated a grayscale image
+                    if im.mode == "L":
+                        gray.append(hr_path.name)
                 groups["HR"].create_dataset(str(i), data=hr)
                 for s in scales:
                     if generate[s]:
@@ -80,7 +87,8 @@ def build_h5(div2k: Path, out: Path, scales: tuple[int, ...] = SCALES) -> dict:
         if tmp.exists():
             tmp.unlink()
         raise
-    return {"images": len(hrs), "generated": [s for s in scales if generate[s]]}
+    return {"images": len(hrs), "generated": [s for s in scales if generate[s]], "skipped": skipped,
+            "grayscale": gray}
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -94,6 +102,12 @@ def main(argv: list[str] | None = None) -> int:
         print(f"error: {e}", file=sys.stderr)
         return 1
     print(f"wrote {args.out}: {info['images']} images" + (f", generated LR x{info['generated']}" if info["generated"] else ""))
+    if info["skipped"]:
+        print(f"skipped {len(info['skipped'])} file(s) in DIV2K_train_HR that are not PNG: "
+              f"{', '.join(info['skipped'][:5])}{' ...' if len(info['skipped']) > 5 else ''}", file=sys.stderr)
+    if info["grayscale"]:
+        print(f"converted {len(info['grayscale'])} grayscale image(s) to RGB (channel replicated): "
+              f"{', '.join(info['grayscale'][:5])}", file=sys.stderr)
     return 0
 
 

@@ -19,7 +19,7 @@ from srkit.models import load_model
 from srkit import metrics
 from srkit.benchmark import find_pairs, load_pair
 from srkit.imageio import write_png
-from srkit.sampler import Predictor, evaluate_folder, to_tensor, to_uint8
+from srkit.sampler import Predictor, evaluate_folder, to_tensor, to_uint8, write_metrics
 
 
 def sequential(net, benches, out: Path) -> tuple[float, float]:
@@ -45,6 +45,7 @@ def pipelined(net, benches, out: Path) -> tuple[float, float]:
     for b in benches:
         for s in (2, 3, 4):
             r = evaluate_folder(predict, b, s, out / b.name / f"x{s}", torch.device("cpu"), progress=False)
+            write_metrics(out / b.name / f"x{s}", r)
             fwd += sum(x["seconds"] for x in r.rows)
     return time.perf_counter() - t0, fwd
 

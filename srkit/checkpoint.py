@@ -1,7 +1,11 @@
-"""Checkpoint I/O: safe loading (``weights_only=True``), exact key/shape matching, atomic writes."""
+"""Checkpoint I/O: safe loading (``weights_only=True``; ``.safetensors`` without any pickle), exact key/shape
+matching, atomic writes, weights that carry their architecture flags."""
 from __future__ import annotations
 
+import errno
+import json
 import os
+import shutil
 import tempfile
 from pathlib import Path
 from typing import Any, Callable, Mapping
@@ -21,6 +25,8 @@ def read_checkpoint(path: str | os.PathLike) -> tuple[dict[str, torch.Tensor], d
     path = Path(path)
     if not path.is_file():
         raise CheckpointError(f"{path}: no such checkpoint file")
+    if path.suffix == ".safetensors":
+        return _read_safetensors(path)
     try:
         obj = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as e:  # noqa: BLE001 - any unpickling failure is reported the same way
@@ -42,6 +48,22 @@ def read_checkpoint(path: str | os.PathLike) -> tuple[dict[str, torch.Tensor], d
     arch = extra.get("arch")
     if arch is not None and not (isinstance(arch, Mapping) and isinstance(arch.get("family"), str)):
         raise CheckpointError(f"{path}: its 'arch' entry does not name a model family")
+    return sd, extra
+
+
+def _read_safetensors(path: Path) -> tuple[dict[str, torch.Tensor], dict[str, Any]]:
+    """Tensors and the ``arch`` metadata of a safetensors file: a JSON header and raw bytes, no pickle."""
+    from safetensors import SafetensorError, safe_open
+
+    try:
+        with safe_open(str(path), framework="pt", device="cpu") as f:
+            meta = f.metadata() or {}
+            sd = {k: f.get_tensor(k) for k in f.keys()}
+        extra = {"arch": json.loads(meta["arch"])} if "arch" in meta else {}
+    except (SafetensorError, OSError, ValueError) as e:
+        raise CheckpointError(f"{path}: not a readable safetensors file ({e})") from None
+    if "arch" in extra and not isinstance(extra["arch"].get("family"), str):
+        raise CheckpointError(f"{path}: its 'arch' metadata does not name a model family")
     return sd, extra
 
 
@@ -68,21 +90,42 @@ def load_weights(model: nn.Module, sd: Mapping[str, torch.Tensor], source: str =
     model.load_state_dict(sd, strict=True)
 
 
-def save_atomic(obj: Any, path: str | os.PathLike) -> None:
-    """torch.save to a temporary file in the same folder, fsync, then rename: never a half-written file."""
-    path = Path(path)
+def _umask() -> int:
+    """The process's umask, read without changing it (Linux: /proc/self/status); 0o022 where unknown."""
+    try:
+        for line in Path("/proc/self/status").read_text().splitlines():
+            if line.startswith("Umask:"):
+                return int(line.split()[1], 8)
+    except (OSError, ValueError):
+        pass
+    return 0o022
+
+
+def _write_atomic(path: Path, write: Callable[[str], None]) -> None:
+    """``write(tmp)`` to a temporary file beside ``path``, fsync, give it the user's umask (mkstemp makes it
+    0600), rename: never a half-written file under ``path``. A full disk is named as the cause."""
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(prefix=path.name + ".", suffix=".tmp", dir=path.parent)
+    os.close(fd)
     try:
-        with os.fdopen(fd, "wb") as f:
-            torch.save(obj, f)
-            f.flush()
+        write(tmp)
+        with open(tmp, "rb+") as f:
             os.fsync(f.fileno())
+        os.chmod(tmp, 0o666 & ~_umask())
         os.replace(tmp, path)
-    except BaseException:
+    except BaseException as e:
         if os.path.exists(tmp):
             os.unlink(tmp)
+        free = shutil.disk_usage(path.parent).free
+        # torch.save reports a failed write as "unexpected pos N vs M"
+        if isinstance(e, OSError) and e.errno == errno.ENOSPC or ("unexpected pos" in str(e) and free < 1 << 26):
+            raise OSError(errno.ENOSPC, f"no space left on the device writing {path} ({free:,} bytes free)") from None
         raise
+
+
+def save_atomic(obj: Any, path: str | os.PathLike) -> None:
+    """torch.save, atomically (see _write_atomic)."""
+    _write_atomic(Path(path), lambda tmp: torch.save(obj, tmp))
 
 
 def resolve_flags(requested: Mapping[str, Any], known: Mapping[str, Any], source: str,
@@ -105,7 +148,15 @@ def resolve_flags(requested: Mapping[str, Any], known: Mapping[str, Any], source
 
 
 def save_weights(path: str | os.PathLike, state_dict: Mapping[str, torch.Tensor], arch: Mapping[str, Any]) -> None:
-    """Weights plus their architecture flags (``arch``, with ``"family"``), so that loading never guesses."""
+    """Weights plus their architecture flags (``arch``, with ``"family"``), so that loading never guesses.
+    A ``.safetensors`` path writes safetensors (flags in its metadata), anything else a torch file."""
     if "family" not in arch:
         raise ValueError("arch must name its family")
-    save_atomic({"state_dict": {k: v.detach().cpu() for k, v in state_dict.items()}, "arch": dict(arch)}, path)
+    weights = {k: v.detach().cpu().contiguous() for k, v in state_dict.items()}
+    path = Path(path)
+    if path.suffix != ".safetensors":
+        save_atomic({"state_dict": weights, "arch": dict(arch)}, path)
+        return
+    from safetensors.torch import save_file
+
+    _write_atomic(path, lambda tmp: save_file(weights, tmp, metadata={"arch": json.dumps(dict(arch))}))

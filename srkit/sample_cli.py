@@ -12,13 +12,16 @@ The family and every architecture flag are read from the checkpoint (or the mani
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 from pathlib import Path
 from typing import Sequence
 
 from srkit import registry
 from srkit.benchmark import scale_tag
+from srkit.benchmark_download import SETS, fetch_set
 from srkit.checkpoint import CheckpointError
+from srkit.distributed import ProcessGroupError, leave, setup_distributed
 from srkit.models import load_model
 from srkit.registry import Family, RegistryError
 from srkit.sampler import Predictor, pick_device, run_benchmarks
@@ -94,6 +97,14 @@ def _scales(fam: Family, arch: dict, asked: list[float] | None) -> list[float]:
     return [int(s) if float(s).is_integer() else float(s) for s in scales]
 
 
+def _fetch_missing_benchmarks(folders: list[str]) -> None:
+    """A missing folder named like a published benchmark (datasets/benchmark/Set5, the default) is fetched."""
+    for d in map(Path, folders):
+        if not d.exists() and d.name in SETS:
+            print(f"{d} is missing: fetching {d.name} from the SelfExSR release", file=sys.stderr)
+            fetch_set(d.name, d.parent)
+
+
 def run(args: argparse.Namespace, family: Family | None) -> int:
     """Load, then evaluate or upscale as ``args`` say. Returns the exit status (2: unusable set-up)."""
     families = [family] if family else registry.families()
@@ -101,20 +112,26 @@ def run(args: argparse.Namespace, family: Family | None) -> int:
         net, arch = load_model(args.ckpt_path, family, **arch_flags_given(args, families))
         fam = registry.get(arch["family"])
         scales = _scales(fam, arch, args.scale)
-        device = pick_device(args.cpu)
+        inputs = getattr(args, "inputs", None) or getattr(args, "input", None)
+        if not inputs:
+            _fetch_missing_benchmarks(args.test_data_dir)
+        device = setup_distributed(args.cpu)[2] if "WORLD_SIZE" in os.environ else pick_device(args.cpu)
         predict = Predictor(net.to(device), tile=args.tile, overlap=args.shave, ensemble=args.self_ensemble,
                             fast=not args.plain, half=args.half, retain_memory=True)
-    except (CheckpointError, DownloadError, RegistryError, ValueError) as e:
+    except (CheckpointError, DownloadError, RegistryError, ProcessGroupError, ValueError) as e:
         print(f"error: {e}", file=sys.stderr)
         return 2
     name = fam.run_name(arch)
-    inputs = getattr(args, "inputs", None) or getattr(args, "input", None)
-    if inputs:
-        return max(upscale_paths(predict, inputs, s, Path(args.sample_dir) / name / "upscaled" / scale_tag(s), device)
-                   for s in scales)
-    return run_benchmarks(predict, name, args.test_data_dir, scales, args.sample_dir, device,
-                          test_y_channel=not args.rgb, save=not args.no_save,
-                          config={**vars(args), "arch": arch})
+    try:
+        if inputs:
+            return max(upscale_paths(predict, inputs, s, Path(args.sample_dir) / name / "upscaled" / scale_tag(s),
+                                     device) for s in scales)
+        # under torchrun the images are sharded over the ranks and rank 0 writes the merged results
+        return run_benchmarks(predict, name, args.test_data_dir, scales, args.sample_dir, device,
+                              test_y_channel=not args.rgb, save=not args.no_save,
+                              config={**vars(args), "arch": arch})
+    finally:
+        leave()
 
 
 def main(argv: list[str] | None = None, family: Family | str | None = None, description: str | None = None) -> int:

@@ -20,6 +20,7 @@ from typing import Callable
 
 import numpy as np
 import torch
+import torch.distributed as dist
 from tqdm import tqdm
 
 from srkit import metrics
@@ -73,6 +74,8 @@ class Predictor:
     def __call__(self, x: torch.Tensor, scale: float) -> torch.Tensor:
         if self.fast:
             x = to_fast_input(x, self.dtype)
+        else:  # the plain forward runs in the model's own dtype (float64 in --debug_float64 training)
+            x = x.to(next(self.net.parameters()).dtype)
         run = lambda t: forward_tiled(self.net, t, scale, self.tile, self.overlap)  # noqa: E731
         return (self_ensemble(run, x) if self.ensemble else run(x)).float().contiguous()
 
@@ -83,6 +86,7 @@ class Result:
     scale: float
     rows: list[dict] = field(default_factory=list)
     errors: list[str] = field(default_factory=list)
+    order: list[int] = field(default_factory=list)  # each row's index among the folder's pairs
 
     def summary(self) -> dict:
         n = len(self.rows)
@@ -93,14 +97,19 @@ class Result:
 
 def evaluate_folder(predict: Callable[[torch.Tensor, float], torch.Tensor], root: Path, scale: float,
                     out_dir: Path | None, device: torch.device, test_y_channel: bool = True,
-                    progress: bool = True) -> Result:
-    """Run one benchmark folder at one scale; see the module docstring."""
+                    progress: bool = True, shard: tuple[int, int] = (0, 1)) -> Result:
+    """Run one benchmark folder at one scale; see the module docstring. ``shard=(rank, world)`` runs only
+    pairs rank, rank + world, ... (merge the ranks' results with :func:`gather_result`). PNGs go to
+    ``out_dir``; the CSV is written by :func:`write_metrics`."""
     res = Result(root.name, scale)
     try:
         pairs, _ = find_pairs(root, scale)
     except DatasetError as e:
-        res.errors.append(str(e))
+        if shard[0] == 0:
+            res.errors.append(str(e))
         return res
+    index = list(range(len(pairs)))[shard[0]::shard[1]]
+    pairs = [pairs[i] for i in index]
     border = math.ceil(scale)
     with ThreadPoolExecutor(max_workers=2) as pool:
         loads = [pool.submit(load_pair, p, scale) for p in pairs[:2]]
@@ -127,11 +136,27 @@ def evaluate_folder(predict: Callable[[torch.Tensor, float], torch.Tensor], root
                 tqdm.write(f"error: {e}", file=sys.stderr)
                 continue
             posts.append(pool.submit(_score_and_write, pair, sr8, hr, border, test_y_channel, out_dir, secs))
+            res.order.append(index[i])
         for f in posts:
             res.rows.append(f.result())
+    return res
+
+
+def gather_result(res: Result) -> Result:
+    """The whole folder's Result from every rank's shard (identity without a process group), rows in the
+    folder's order."""
+    if not (dist.is_available() and dist.is_initialized()) or dist.get_world_size() == 1:
+        return res
+    parts: list = [None] * dist.get_world_size()
+    dist.all_gather_object(parts, res)
+    rows = sorted((i, row) for part in parts for i, row in zip(part.order, part.rows))
+    return Result(res.dataset, res.scale, [row for _, row in rows], [e for part in parts for e in part.errors],
+                  [i for i, _ in rows])
+
+
+def write_metrics(out_dir: Path | None, res: Result) -> None:
     if out_dir is not None and res.rows:
         _write_csv(out_dir / "metrics.csv", res.rows)
-    return res
 
 
 def _score_and_write(pair: Pair, sr: np.ndarray, hr: np.ndarray, border: int, y: bool, out_dir: Path | None,
@@ -154,19 +179,29 @@ def _write_csv(path: Path, rows: list[dict]) -> None:
 def run_benchmarks(predict: Predictor, model_name: str, datasets: list[str], scales: list[float],
                    sample_dir: str, device: torch.device, test_y_channel: bool = True, save: bool = True,
                    config: dict | None = None) -> int:
-    """Evaluate every dataset at every scale; print and save a summary. Returns the exit status."""
+    """Evaluate every dataset at every scale; print and save a summary. Returns the exit status. Under a
+    process group (torchrun) every rank runs its shard of the images and rank 0 writes the merged CSVs and
+    summary, identical per image to a one-process run."""
     base = Path(sample_dir) / model_name
+    rank, world = (dist.get_rank(), dist.get_world_size()) if dist.is_available() and dist.is_initialized() else (0, 1)
     results = []
     for d in datasets:
         for s in scales:
             root = Path(d)
             out = base / root.name / scale_tag(s) if save else None
-            results.append(evaluate_folder(predict, root, s, out, device, test_y_channel))
+            res = gather_result(evaluate_folder(predict, root, s, out, device, test_y_channel,
+                                                progress=rank == 0, shard=(rank, world)))
+            if rank == 0:
+                write_metrics(out, res)
+            results.append(res)
     summary = [r.summary() for r in results]
     errors = [e for r in results for e in r.errors]
+    if rank != 0:
+        return 1 if errors else 0
     base.mkdir(parents=True, exist_ok=True)
     with open(base / "summary.json", "w") as f:
-        json.dump({"model": model_name, "config": config or {}, "results": summary, "errors": errors}, f, indent=2)
+        json.dump({"model": model_name, "config": config or {}, "results": summary, "errors": errors,
+                   "processes": world}, f, indent=2)
     print(f"\n{'dataset':<12}{'scale':>6}{'PSNR':>9}{'SSIM':>8}{'images':>8}{'failed':>8}{'s/img':>8}")
     for r in summary:
         print(f"{r['dataset']:<12}{r['scale']:>6g}{r['psnr']:>9.3f}{r['ssim']:>8.4f}{r['images']:>8}"

@@ -1,8 +1,11 @@
 """DIV2K h5 patch loader.
 
-Each training step's batches are a pure function of (seed, step, rank): which images, where to crop, the flips
-and rotations, and (for ``--scale 0``) the step's scale. Resuming at step k therefore sees exactly the data
-an uninterrupted run sees, with no sampler state to save, and DDP ranks draw different patches.
+Each training step's global batch is a pure function of (seed, step): sample i of the step draws its image,
+crop, flips and rotation from its own generator seeded with (seed, step, i), and ``--scale 0`` draws the step's
+scale from (seed, step). Under DDP, rank r of w materialises samples [r*B/w, (r+1)*B/w) of the same global
+batch, so N processes train on exactly the batches one process would (``--batch_size`` is the global batch,
+as in the authors' DataParallel code). Resuming at step k sees exactly the data an uninterrupted run sees,
+with any world size and no sampler state to save.
 Images are drawn uniformly with replacement (the authors shuffle epochs; over 800 images the two are
 equivalent in expectation). Patches are read straight from the h5 file (one open handle per worker), so
 the loader holds no copy of DIV2K in memory. ``--scale 0`` crops only the scale the step uses (the
@@ -30,25 +33,30 @@ class StepBatches(Dataset):
     """
 
     def __init__(self, h5_path: str | Path, scales: tuple[int, ...], patch_size: int, batch_size: int,
-                 seed: int = 0, rank: int = 0, length: int = 10 ** 9, per_step: str = "one") -> None:
+                 seed: int = 0, rank: int = 0, world: int = 1, length: int = 10 ** 9, per_step: str = "one") -> None:
         if per_step not in ("one", "all"):
             raise ValueError(f"per_step is 'one' or 'all', not {per_step!r}")
+        if batch_size % world:
+            raise ValueError(f"a global batch of {batch_size} does not split evenly over {world} processes")
         self.path = Path(h5_path)
         if not self.path.is_file():
-            raise TrainDataError(f"{self.path}: no such h5 file (make it with div2h5.py)")
+            raise TrainDataError(f"--train_data_path {self.path}: no such h5 file (make it with div2h5.py)")
         try:
             with h5py.File(self.path, "r") as f:
                 missing = [f"X{s}" for s in scales if f"X{s}" not in f]
                 if "HR" not in f or missing:
-                    raise TrainDataError(f"{self.path}: lacks groups {['HR'] if 'HR' not in f else []}{missing}")
+                    raise TrainDataError(f"--train_data_path {self.path}: not a training file of div2h5.py: lacks groups {['HR'] if 'HR' not in f else []}{missing}")
                 self.n = len(f["HR"])
                 small = [k for k in f["HR"] if min(f["HR"][k].shape[:2]) < patch_size * max(scales)]
         except OSError as e:
-            raise TrainDataError(f"{self.path}: not a readable h5 training file ({e})") from None
+            raise TrainDataError(f"--train_data_path {self.path}: not a readable h5 file, truncated or foreign "
+                                 f"({e})") from None
         if small:
-            raise TrainDataError(f"{self.path}: HR image {small[0]} is smaller than patch {patch_size} x {max(scales)}")
+            raise TrainDataError(f"--train_data_path {self.path}: HR image {small[0]} is smaller than patch "
+                                 f"{patch_size} x {max(scales)}")
         self.scales, self.patch, self.batch = tuple(scales), patch_size, batch_size
-        self.seed, self.rank, self.length, self.per_step = seed, rank, length, per_step
+        self.seed, self.length, self.per_step = seed, length, per_step
+        self.first, self.local = rank * (batch_size // world), batch_size // world  # this rank's slice
         self._f: h5py.File | None = None
 
     def __len__(self) -> int:
@@ -80,9 +88,9 @@ class StepBatches(Dataset):
         return np.rot90(lr, k), np.rot90(hr, k)
 
     def _batch(self, step: int, s: int, salt: int) -> tuple[torch.Tensor, torch.Tensor, int]:
-        rng = np.random.default_rng([self.seed, step, self.rank, salt])
         lrs, hrs = [], []
-        for _ in range(self.batch):
+        for i in range(self.first, self.first + self.local):
+            rng = np.random.default_rng([self.seed, step, salt, i])
             lr, hr = self._crop(rng, int(rng.integers(self.n)), s)
             lrs.append(lr)
             hrs.append(hr)

@@ -49,7 +49,8 @@ def test_front_ends_are_thin():
 
 
 def test_console_scripts_run():
-    for name in ("srkit-sample", "srkit-upscale", "srkit-train", "srkit-export", "srkit-download"):
+    for name in ("srkit-sample", "srkit-upscale", "srkit-train", "srkit-export", "srkit-download", "srkit-convert",
+                 "srkit-benchmarks"):
         r = subprocess.run([str(BIN / name), "--help"], capture_output=True, text=True)
         assert r.returncode == 0 and "usage:" in r.stdout, (name, r.stderr[-500:])
     r = subprocess.run([str(BIN / "srkit-complexity")], capture_output=True, text=True, check=True)
@@ -63,7 +64,8 @@ def _readme_commands() -> list[list[str]]:
     for m in re.finditer(r"^\s{4}(?:\.venv/bin/)?(python|srkit-[a-z]+|torchrun [^\n]*?)\s+(-m \S+|\S+\.py)?", text, re.M):
         prog, target = m.group(1), m.group(2)
         if prog.startswith("torchrun"):
-            prog, target = "python", re.search(r"\S+\.py", m.group(0)).group(0)
+            line = text[m.start():text.find("\n", m.start())]
+            prog, target = "python", re.search(r"\S+\.py", line).group(0)
         if prog == "python" and target:
             found.append([sys.executable, *target.split()])
         elif prog.startswith("srkit-"):

@@ -106,7 +106,7 @@ def test_resume_continues_exactly(div2k, tmp_path, family, argv):
 def test_resume_with_other_architecture_flags_is_refused(div2k, tmp_path):
     h5, val, _ = div2k
     run(["--model", "carn_m", "--scale", "0", *_args(h5, val, tmp_path, "run", 1)], "carn")
-    with pytest.raises(TrainingError, match="other architecture flags: group 4 \\(now 2\\)"):
+    with pytest.raises(TrainingError, match="was trained with other flags: group 4 \\(now 2\\)"):
         run(["--model", "carn_m", "--group", "2", "--scale", "0", *_args(h5, val, tmp_path, "run", 2, ["--resume"])],
             "carn")
 
@@ -140,7 +140,7 @@ def test_setup_errors_are_one_line(div2k, tmp_path, capsys):
     h5, _, _ = div2k
     rc = carn_train.main(["--model", "carn", *_args(h5, tmp_path / "nowhere", tmp_path, "run", 2)])
     err = capsys.readouterr().err
-    assert rc == 2 and "validation folder unusable: " in err and "nowhere: no such benchmark folder" in err
+    assert rc == 2 and "--valid_data_path: " in err and "nowhere: no such benchmark folder" in err
     with pytest.raises(TrainingError, match="torchrun --nproc_per_node=4"):
         run(["--model", "carn", "--num_gpu", "4", *_args(h5, tmp_path, tmp_path, "run", 2)], "carn")
     with pytest.raises(SystemExit) as e:  # argparse: usage + one line, exit 2
@@ -215,3 +215,13 @@ def test_keeps_the_last_n_checkpoints(div2k, tmp_path):
     run(["--model", "carn_m", "--keep", "2", *args], "carn")
     assert [p.name for p in sorted((tmp_path / "run").glob("step_*.pth.tar"))] == ["step_0000006.pth.tar",
                                                                                   "step_0000008.pth.tar"]
+
+
+def test_training_can_write_safetensors_weights(div2k, tmp_path):
+    h5, val, _ = div2k
+    run(["--model", "carn_m", "--scale", "2", "--weights_format", "safetensors",
+         *_args(h5, val, tmp_path, "run", 1)], "carn")
+    assert sorted(p.name for p in (tmp_path / "run").glob("*.safetensors")) == ["best.safetensors", "run.safetensors"]
+    net, arch = load_model(str(tmp_path / "run" / "run.safetensors"))
+    assert arch == {"family": "carn", "model": "carn_m", "multi_scale": False, "scale": 2, "group": 4,
+                    "reduce_upsample": False}

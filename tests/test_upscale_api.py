@@ -96,7 +96,7 @@ def test_folder_with_a_broken_file(photo, tmp_path, random_carn_m, capsys):
 def test_three_line_api(photo, tmp_path, carn_m_released, monkeypatch):
     from srkit import zoo
     shutil.copy(carn_m_released, tmp_path / "carn_m.pth")
-    monkeypatch.setattr(zoo, "CKPT_DIR", tmp_path)  # the manifest name resolves to this verified copy
+    monkeypatch.setenv(zoo.WEIGHTS_ENV, str(tmp_path))  # the manifest name resolves to this verified copy
     # --- the three documented lines ---
     from srkit.api import load
     sr = load("carn_m")

@@ -116,7 +116,7 @@ def test_resolve_by_name_fills_and_checks_flags(tmp_path, carn_m_released, monke
     from carn import sample
     from srkit.models import load_model
     shutil.copy(carn_m_released, tmp_path / "carn_m.pth")
-    monkeypatch.setattr(zoo, "CKPT_DIR", tmp_path)
+    monkeypatch.setenv(zoo.WEIGHTS_ENV, str(tmp_path))
     net, arch = load_model("carn_m")
     assert arch["model"] == "carn_m" and arch["group"] == 4 and arch["family"] == "carn"
     assert sample.main(["--ckpt_path", "carn_m", "--group", "1"]) == 2
