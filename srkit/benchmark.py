@@ -14,7 +14,7 @@ from pathlib import Path
 
 import numpy as np
 
-from srkit.imageio import ImageError, is_image, read_rgb8
+from srkit.imageio import ImageError, read_rgb8, scan_images
 from srkit.imresize import imresize
 from srkit.resize import sr_size, tile_step
 
@@ -46,7 +46,7 @@ def find_pairs(root: str | Path, scale: float) -> tuple[list[Pair], str]:
     div_hr = root / "DIV2K_valid_HR"
     if div_hr.is_dir():
         return _pairs_div2k(root, div_hr, scale), "b"
-    images = sorted(p for p in root.iterdir() if p.is_file() and is_image(p))
+    images = scan_images(root)  # a bad entry under an image name is reported when it is loaded
     if images:
         return [Pair(p.name, p, None) for p in images], "c"
     if any(root.glob("x*/*_HR.png")):

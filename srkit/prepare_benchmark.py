@@ -15,14 +15,14 @@ import numpy as np
 from tqdm import tqdm
 
 from srkit.benchmark import crop_to_scale, make_lr, scale_tag
-from srkit.imageio import ImageError, is_image, read_rgb8, write_png
+from srkit.imageio import ImageError, read_rgb8, scan_images, write_png
 
 
 def prepare(hr_dir: Path, out: Path, scales: list[float]) -> list[str]:
     """Write ``out/x<s>/<stem>_HR.png`` and ``_LR.png`` for each image; returns the error messages."""
     if not hr_dir.is_dir():
         return [f"{hr_dir}: no such folder"]
-    files = sorted(p for p in hr_dir.iterdir() if p.is_file() and is_image(p))
+    files = scan_images(hr_dir)
     if not files:
         return [f"{hr_dir}: no images"]
     errors = []

@@ -24,7 +24,9 @@ from srkit.checkpoint import CheckpointError
 from srkit.distributed import ProcessGroupError, leave, setup_distributed
 from srkit.models import load_model
 from srkit.registry import Family, RegistryError
-from srkit.sampler import Predictor, pick_device, run_benchmarks
+from srkit.report import write_report
+from srkit.imageio import DEFAULT_MAX_PIXELS
+from srkit.sampler import Predictor, Rescaled, pick_device, run_benchmarks
 from srkit.upscale import upscale_paths
 from srkit.zoo import DownloadError
 
@@ -56,6 +58,12 @@ def add_inference_args(p: argparse.ArgumentParser, upscale_only: bool = False) -
     p.add_argument("--ckpt_path", required=True, help="checkpoint file (any layout) or a manifest name, e.g. carn_m")
     p.add_argument("--scale", type=float, nargs="+", default=None,
                    help="scales to run; 0 = every integer scale the model serves (default: the model's own)")
+    p.add_argument("--outscale", type=float, nargs="+", default=None,
+                   help="any output scales, e.g. 1.5 3.2: run natively where the model serves the scale (OverNet: "
+                        "any real scale up to its upscale), else at the nearest served scale above, then "
+                        "MATLAB-bicubic down to the exact size")
+    p.add_argument("--max_pixels", type=int, default=DEFAULT_MAX_PIXELS,
+                   help="refuse input images of more pixels (decompression bombs; 0: no limit)")
     p.add_argument("--sample_dir", default="sample", help="where outputs go (<sample_dir>/<model>/...)")
     if not upscale_only:
         p.add_argument("--test_data_dir", nargs="+", default=["datasets/benchmark/Set5"],
@@ -64,6 +72,9 @@ def add_inference_args(p: argparse.ArgumentParser, upscale_only: bool = False) -
                        help="images or folders to upscale instead (no HR, no metrics): <sample_dir>/<model>/upscaled/x<s>/")
         p.add_argument("--rgb", action="store_true", help="score RGB instead of the Y channel")
         p.add_argument("--no_save", action="store_true", help="score only, write no PNGs")
+        p.add_argument("--report", action="store_true",
+                       help="also write <sample_dir>/<model>/report.html: tables, per-image rows, crops of the "
+                            "best and worst images against bicubic (a self-contained page)")
     p.add_argument("--shave", type=int, default=20, help="tile overlap in LR pixels (the authors' chop shave)")
     p.add_argument("--tile", type=int, default=512, help="tile size in LR pixels; 0 = whole image at once")
     p.add_argument("--self_ensemble", action="store_true", help="geometric x8 self-ensemble")
@@ -82,6 +93,24 @@ def _parser(family: Family | None, description: str | None, upscale_only: bool) 
     add_arch_args(p, [family] if family else registry.families())
     add_inference_args(p, upscale_only)
     return p
+
+
+def _outscales(fam: Family, arch: dict, asked: list[float]) -> list[tuple[float, float]]:
+    """(output scale, the scale the model runs at) for each ``--outscale``."""
+    out = []
+    for s in asked:
+        s = int(s) if float(s).is_integer() else float(s)
+        if s <= 1:
+            raise ValueError(f"--outscale {s:g}: an output scale is above 1")
+        if fam.check_scale(arch, s) is None:
+            out.append((s, s))
+            continue
+        above = [x for x in fam.served_scales(arch) if x >= s]
+        if not above:
+            raise ValueError(f"--outscale {s:g} is above the largest scale this model serves "
+                             f"(x{max(fam.served_scales(arch))})")
+        out.append((s, min(above)))
+    return out
 
 
 def _scales(fam: Family, arch: dict, asked: list[float] | None) -> list[float]:
@@ -111,7 +140,9 @@ def run(args: argparse.Namespace, family: Family | None) -> int:
     try:
         net, arch = load_model(args.ckpt_path, family, **arch_flags_given(args, families))
         fam = registry.get(arch["family"])
-        scales = _scales(fam, arch, args.scale)
+        if args.outscale and args.scale:
+            raise ValueError("give --scale (the model's own scales) or --outscale (any output scale), not both")
+        plan = _outscales(fam, arch, args.outscale) if args.outscale else [(s, s) for s in _scales(fam, arch, args.scale)]
         inputs = getattr(args, "inputs", None) or getattr(args, "input", None)
         if not inputs:
             _fetch_missing_benchmarks(args.test_data_dir)
@@ -122,14 +153,18 @@ def run(args: argparse.Namespace, family: Family | None) -> int:
         print(f"error: {e}", file=sys.stderr)
         return 2
     name = fam.run_name(arch)
+    predictors = {s: predict if s == m else Rescaled(predict, m, s) for s, m in plan}
     try:
         if inputs:
-            return max(upscale_paths(predict, inputs, s, Path(args.sample_dir) / name / "upscaled" / scale_tag(s),
-                                     device) for s in scales)
+            return max(upscale_paths(predictors[s], inputs, s, Path(args.sample_dir) / name / "upscaled" / scale_tag(s),
+                                     device, args.max_pixels) for s in predictors)
         # under torchrun the images are sharded over the ranks and rank 0 writes the merged results
-        return run_benchmarks(predict, name, args.test_data_dir, scales, args.sample_dir, device,
-                              test_y_channel=not args.rgb, save=not args.no_save,
-                              config={**vars(args), "arch": arch})
+        status = run_benchmarks(predictors, name, args.test_data_dir, list(predictors), args.sample_dir, device,
+                                test_y_channel=not args.rgb, save=not args.no_save,
+                                config={**vars(args), "arch": arch, "model_scales": {str(s): m for s, m in plan}})
+        if args.report and int(os.environ.get("RANK", "0")) == 0:
+            print(f"report: {write_report(Path(args.sample_dir) / name)}")
+        return status
     finally:
         leave()
 

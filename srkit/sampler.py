@@ -11,6 +11,7 @@ from __future__ import annotations
 import csv
 import json
 import math
+import os
 import sys
 import time
 from concurrent.futures import Future, ThreadPoolExecutor
@@ -26,6 +27,8 @@ from tqdm import tqdm
 from srkit import metrics
 from srkit.benchmark import DatasetError, Pair, find_pairs, load_pair, scale_tag
 from srkit.imageio import ImageError, quantize, write_png
+from srkit.imresize import imresize
+from srkit.resize import sr_size
 from srkit.fast import prepare_fast, to_fast_input
 from srkit.memory import retain_freed_memory
 from srkit.tiling import forward_tiled, self_ensemble
@@ -71,6 +74,24 @@ class Predictor:
             retain_freed_memory()
 
     @torch.inference_mode()
+    def uint8(self, x: torch.Tensor, scale: float) -> np.ndarray:
+        """SR of one image (1,3,H,W) as HxWx3 uint8, quantized tile by tile as tiles finish: memory is one
+        tile's working set plus the uint8 output, whatever the image size. Equal to ``to_uint8(self(x))``."""
+        if self.ensemble:
+            return to_uint8(self(x, scale))
+        if self.fast:
+            x = to_fast_input(x, self.dtype)
+        else:
+            x = x.to(next(self.net.parameters()).dtype)
+        h, w = x.shape[-2:]
+        out = np.empty((sr_size(h, scale), sr_size(w, scale), 3), np.uint8)
+
+        def sink(y0: int, y1: int, x0: int, x1: int, core: torch.Tensor) -> None:
+            out[y0:y1, x0:x1] = quantize(core[0].permute(1, 2, 0).float().cpu().numpy())
+        forward_tiled(self.net, x, scale, self.tile, self.overlap, sink=sink)
+        return out
+
+    @torch.inference_mode()
     def __call__(self, x: torch.Tensor, scale: float) -> torch.Tensor:
         if self.fast:
             x = to_fast_input(x, self.dtype)
@@ -78,6 +99,23 @@ class Predictor:
             x = x.to(next(self.net.parameters()).dtype)
         run = lambda t: forward_tiled(self.net, t, scale, self.tile, self.overlap)  # noqa: E731
         return (self_ensemble(run, x) if self.ensemble else run(x)).float().contiguous()
+
+
+class Rescaled:
+    """A predictor for output scale ``out_scale`` that runs ``predict`` at ``model_scale`` (above it) and brings
+    the result down to the exact size (``sr_size``) with the MATLAB-compatible bicubic imresize."""
+
+    def __init__(self, predict: Callable[[torch.Tensor, float], torch.Tensor], model_scale: float,
+                 out_scale: float) -> None:
+        self.predict, self.model_scale, self.out_scale = predict, model_scale, out_scale
+
+    def __call__(self, x: torch.Tensor, scale: float) -> torch.Tensor:
+        h, w = x.shape[-2:]
+        big = self.predict(x, self.model_scale)
+        out_hw = (sr_size(h, self.out_scale), sr_size(w, self.out_scale))
+        frames = [imresize(f.permute(1, 2, 0).double().cpu().numpy(), scale=self.out_scale / self.model_scale,
+                           output_shape=out_hw) for f in big]
+        return torch.from_numpy(np.stack(frames)).permute(0, 3, 1, 2).float().to(big.device)
 
 
 @dataclass
@@ -126,11 +164,8 @@ def evaluate_folder(predict: Callable[[torch.Tensor, float], torch.Tensor], root
                                      f"least {2 * border + 11} px per side for a border of {border} and SSIM)")
                 x = to_tensor(lr, device)
                 t0 = time.perf_counter()
-                sr = predict(x, scale)
-                if device.type == "cuda":
-                    torch.cuda.synchronize()
+                sr8 = predict.uint8(x, scale) if isinstance(predict, Predictor) else to_uint8(predict(x, scale))
                 secs = time.perf_counter() - t0
-                sr8 = to_uint8(sr)
             except (ImageError, ValueError, RuntimeError) as e:
                 res.errors.append(str(e))
                 tqdm.write(f"error: {e}", file=sys.stderr)
@@ -138,7 +173,11 @@ def evaluate_folder(predict: Callable[[torch.Tensor, float], torch.Tensor], root
             posts.append(pool.submit(_score_and_write, pair, sr8, hr, border, test_y_channel, out_dir, secs))
             res.order.append(index[i])
         for f in posts:
-            res.rows.append(f.result())
+            row, problem = f.result()
+            res.rows.append(row)
+            if problem:
+                res.errors.append(problem)
+                tqdm.write(f"error: {problem}", file=sys.stderr)
     return res
 
 
@@ -155,28 +194,46 @@ def gather_result(res: Result) -> Result:
 
 
 def write_metrics(out_dir: Path | None, res: Result) -> None:
+    """metrics.csv of a result (a failure to write it is one more error of the result)."""
     if out_dir is not None and res.rows:
-        _write_csv(out_dir / "metrics.csv", res.rows)
+        try:
+            _write_csv(out_dir / "metrics.csv", res.rows)
+        except OSError as e:
+            res.errors.append(f"{out_dir / 'metrics.csv'}: cannot write ({e.strerror or e})")
 
 
 def _score_and_write(pair: Pair, sr: np.ndarray, hr: np.ndarray, border: int, y: bool, out_dir: Path | None,
-                     secs: float) -> dict:
-    if out_dir is not None:
-        write_png(out_dir / "SR" / pair.name.replace("_HR", "_SR"), sr)
-        write_png(out_dir / "HR" / pair.name, hr)
-    return {"image": pair.name, "psnr": metrics.psnr(sr, hr, border, y), "ssim": metrics.ssim(sr, hr, border, y),
-            "seconds": secs}
+                     secs: float) -> tuple[dict, str | None]:
+    """(the image's scores, or why its PNGs could not be written: the scores still count, they are of sr)."""
+    row = {"image": pair.name, "psnr": metrics.psnr(sr, hr, border, y), "ssim": metrics.ssim(sr, hr, border, y),
+           "seconds": secs}
+    if out_dir is None:
+        return row, None
+    target = out_dir / "SR" / pair.name.replace("_HR", "_SR")
+    try:
+        write_png(target, sr)
+        target = out_dir / "HR" / pair.name
+        write_png(target, hr)
+    except OSError as e:
+        return row, f"{target}: cannot write the output image ({e.strerror or e})"
+    return row, None
 
 
 def _write_csv(path: Path, rows: list[dict]) -> None:
     path.parent.mkdir(parents=True, exist_ok=True)
-    with open(path, "w", newline="") as f:
-        w = csv.DictWriter(f, fieldnames=list(rows[0]))
-        w.writeheader()
-        w.writerows(rows)
+    tmp = path.with_name(path.name + ".tmp")
+    try:
+        with open(tmp, "w", newline="") as f:
+            w = csv.DictWriter(f, fieldnames=list(rows[0]))
+            w.writeheader()
+            w.writerows(rows)
+        os.replace(tmp, path)
+    except BaseException:
+        tmp.unlink(missing_ok=True)
+        raise
 
 
-def run_benchmarks(predict: Predictor, model_name: str, datasets: list[str], scales: list[float],
+def run_benchmarks(predict: Callable | dict[float, Callable], model_name: str, datasets: list[str], scales: list[float],
                    sample_dir: str, device: torch.device, test_y_channel: bool = True, save: bool = True,
                    config: dict | None = None) -> int:
     """Evaluate every dataset at every scale; print and save a summary. Returns the exit status. Under a
@@ -189,7 +246,8 @@ def run_benchmarks(predict: Predictor, model_name: str, datasets: list[str], sca
         for s in scales:
             root = Path(d)
             out = base / root.name / scale_tag(s) if save else None
-            res = gather_result(evaluate_folder(predict, root, s, out, device, test_y_channel,
+            run = predict[s] if isinstance(predict, dict) else predict  # a predictor per scale (--outscale)
+            res = gather_result(evaluate_folder(run, root, s, out, device, test_y_channel,
                                                 progress=rank == 0, shard=(rank, world)))
             if rank == 0:
                 write_metrics(out, res)
@@ -198,10 +256,12 @@ def run_benchmarks(predict: Predictor, model_name: str, datasets: list[str], sca
     errors = [e for r in results for e in r.errors]
     if rank != 0:
         return 1 if errors else 0
-    base.mkdir(parents=True, exist_ok=True)
-    with open(base / "summary.json", "w") as f:
-        json.dump({"model": model_name, "config": config or {}, "results": summary, "errors": errors,
-                   "processes": world}, f, indent=2)
+    try:
+        base.mkdir(parents=True, exist_ok=True)
+        save_text(base / "summary.json", json.dumps({"model": model_name, "config": config or {}, "results": summary,
+                                                     "errors": errors, "processes": world}, indent=2, default=str))
+    except OSError as e:
+        errors.append(f"{base / 'summary.json'}: cannot write ({e.strerror or e})")
     print(f"\n{'dataset':<12}{'scale':>6}{'PSNR':>9}{'SSIM':>8}{'images':>8}{'failed':>8}{'s/img':>8}")
     for r in summary:
         print(f"{r['dataset']:<12}{r['scale']:>6g}{r['psnr']:>9.3f}{r['ssim']:>8.4f}{r['images']:>8}"
@@ -213,3 +273,14 @@ def run_benchmarks(predict: Predictor, model_name: str, datasets: list[str], sca
             print(f"  {e}", file=sys.stderr)
         return 1
     return 0
+
+
+def save_text(path: Path, text: str) -> None:
+    """Write ``text`` atomically (a temporary name, then renamed; nothing half-written is left)."""
+    tmp = path.with_name(path.name + ".tmp")
+    try:
+        tmp.write_text(text)
+        os.replace(tmp, path)
+    except BaseException:
+        tmp.unlink(missing_ok=True)
+        raise

@@ -22,22 +22,36 @@ from srkit.resize import sr_size, tile_step
 
 
 def _axis_tiles(n: int, tile: int, overlap: int, step: int) -> list[tuple[int, int, int, int]]:
-    """(start, end) of each core and of its padded window along one axis, all starts multiples of step."""
+    """(start, end) of each core and of its window along one axis, all starts multiples of step. Windows are
+    ``tile + 2 * overlap`` long wherever the image allows: an edge tile's window grows inward (more context,
+    never less) instead of being clipped, so every tile runs at one shape and the allocator reuses its blocks
+    (srkit.memory) instead of holding a block per edge-tile size."""
     tile = max(step, tile // step * step)
     overlap = -(-overlap // step) * step
+    span = tile + 2 * overlap
     out = []
     for c0 in range(0, n, tile):
         c1 = min(c0 + tile, n)
-        out.append((c0, c1, max(0, c0 - overlap), min(n, c1 + overlap)))
+        w0, w1 = max(0, c0 - overlap), min(n, c1 + overlap)
+        if n >= span and w1 - w0 < span:
+            w0, w1 = (0, span) if w0 == 0 else (max(0, (n - span) // step * step), n)
+        out.append((c0, c1, w0, w1))
     return out
 
 
 def forward_tiled(model: Callable, x: torch.Tensor, scale: float, tile: int, overlap: int,
-                  stat_passes: int = 1) -> torch.Tensor:
-    """SR of ``x`` (N,3,H,W) computed tile by tile; ``tile <= 0`` or an image within one tile: one forward."""
+                  stat_passes: int = 1, sink: Callable[[int, int, int, int, torch.Tensor], None] | None = None
+                  ) -> torch.Tensor | None:
+    """SR of ``x`` (N,3,H,W) computed tile by tile; ``tile <= 0`` or an image within one tile: one forward.
+    With ``sink``, each tile's output core goes to ``sink(y0, y1, x0, x1, core)`` (output coordinates) as it
+    is computed, and no full-size output is allocated (None is returned)."""
     h, w = x.shape[-2:]
     if tile <= 0 or (h <= tile and w <= tile):
-        return model(x, scale)
+        sr = model(x, scale)
+        if sink is None:
+            return sr
+        sink(0, sr.shape[-2], 0, sr.shape[-1], sr)
+        return None
     step = tile_step(scale)
     tiles = [(ty, tx) for ty in _axis_tiles(h, tile, overlap, step) for tx in _axis_tiles(w, tile, overlap, step)]
     mods = getattr(model, "modules", None)
@@ -55,13 +69,17 @@ def forward_tiled(model: Callable, x: torch.Tensor, scale: float, tile: int, ove
         out = None
         for (cy0, cy1, wy0, wy1), (cx0, cx1, wx0, wx1) in tiles:
             sr = model(x[..., wy0:wy1, wx0:wx1], scale)
-            if out is None:
-                out = sr.new_empty(*sr.shape[:2], sr_size(h, scale), sr_size(w, scale))
             # cores start at multiples of step, so c*scale is an integer pixel of the output
             oy0, ox0 = round(cy0 * scale), round(cx0 * scale)
             oy1, ox1 = sr_size(cy1, scale), sr_size(cx1, scale)
             ly0, lx0 = round((cy0 - wy0) * scale), round((cx0 - wx0) * scale)
-            out[..., oy0:oy1, ox0:ox1] = sr[..., ly0:ly0 + oy1 - oy0, lx0:lx0 + ox1 - ox0]
+            core = sr[..., ly0:ly0 + oy1 - oy0, lx0:lx0 + ox1 - ox0]
+            if sink is not None:
+                sink(oy0, oy1, ox0, ox1, core)
+                continue
+            if out is None:
+                out = sr.new_empty(*sr.shape[:2], sr_size(h, scale), sr_size(w, scale))
+            out[..., oy0:oy1, ox0:ox1] = core
         return out
     finally:
         POOL_STATS.reset(token)

@@ -48,7 +48,7 @@ from srkit.benchmark import DatasetError, find_pairs
 from srkit.checkpoint import load_weights, read_checkpoint, save_atomic, save_weights
 from srkit.distributed import ProcessGroupError, leave, setup_distributed
 from srkit.registry import Family, describe_any
-from srkit.sampler import Predictor, evaluate_folder, gather_result
+from srkit.sampler import Predictor, evaluate_folder, gather_result, save_text
 from srkit.train_data import StepBatches
 
 LOSSES = {"L1": nn.L1Loss, "MSE": nn.MSELoss, "SmoothL1": nn.SmoothL1Loss}
@@ -404,9 +404,3 @@ class Trainer:
                                 f"previous checkpoints are intact") from None
         for old in self._checkpoints()[:-self.cfg.keep]:
             old.unlink()
-
-
-def save_text(path: Path, text: str) -> None:
-    tmp = path.with_name(path.name + ".tmp")
-    tmp.write_text(text)
-    os.replace(tmp, path)

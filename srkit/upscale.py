@@ -9,7 +9,11 @@ What happens to each mode:
 - 16-bit grayscale (I;16) and 32-bit integer (I): read at full precision (/65535), written as 16-bit PNG.
   Pillow reads 16-bit *RGB* PNGs as 8-bit RGB, so those come out 8-bit.
 - 1-bit, CMYK, YCbCr: converted to L / RGB first. Float (F): clipped to [0, 1], written as 16-bit.
-Output keeps the input's file name (and so its format; JPEG is written at quality 95).
+Photos keep what makes them photos: EXIF orientation is applied to the pixels (the output displays like the
+input, without a stale orientation tag); the ICC profile, the DPI (times the scale) and the rest of the EXIF
+are carried over; JPEG is written at quality 95, with 4:4:4 sampling where the input had it. Output keeps the
+input's file name (and so its format). Hostile files (decompression bombs, truncated files, folders or
+symlink loops under image names, outputs larger than memory) are refused, each with one line.
 """
 from __future__ import annotations
 
@@ -20,10 +24,10 @@ from typing import Callable
 
 import numpy as np
 import torch
-from PIL import Image
+from PIL import Image, ImageOps, JpegImagePlugin
 from tqdm import tqdm
 
-from srkit.imageio import ImageError, open_image, is_image
+from srkit.imageio import DEFAULT_MAX_PIXELS, ImageError, open_image, save_image, scan_images
 from srkit.resize import bicubic_resize, sr_size
 
 
@@ -77,6 +81,8 @@ def upscale_pil(predict: Callable[[torch.Tensor, float], torch.Tensor], img: Ima
     """SR of a PIL image of any mode (see the module docstring)."""
     d = decode(img)
     x = torch.from_numpy(np.ascontiguousarray(d.rgb)).permute(2, 0, 1)[None].to(device)
+    if hasattr(predict, "uint8") and d.bits == 8 and not d.gray and d.alpha is None:
+        return Image.fromarray(predict.uint8(x, scale), "RGB")  # streamed: no full-size float image
     sr = predict(x, scale)[0].permute(1, 2, 0).float().cpu().numpy()
     alpha = None
     if d.alpha is not None:
@@ -90,34 +96,91 @@ def _inputs(paths: list[str]) -> tuple[list[Path], list[str]]:
     files, errors = [], []
     for p in map(Path, paths):
         if p.is_dir():
-            found = sorted(q for q in p.iterdir() if q.is_file() and is_image(q))
+            found = scan_images(p)
             if not found:
                 errors.append(f"{p}: no images")
             files += found
-        elif p.is_file():
-            files.append(p)
         else:
-            errors.append(f"{p}: no such file or folder")
+            files.append(p)  # open_image names what is wrong with it (missing, a loop, ...)
     return files, errors
 
 
-def upscale_paths(predict: Callable, inputs: list[str], scale: float, out_dir: Path, device: torch.device) -> int:
+def _memory_available() -> int | None:
+    try:
+        for line in Path("/proc/meminfo").read_text().splitlines():
+            if line.startswith("MemAvailable:"):
+                return int(line.split()[1]) * 1024
+    except (OSError, ValueError, IndexError):
+        pass
+    return None
+
+
+# Bytes per output pixel while one image is upscaled, counted: the float32 SR tensor (12), its numpy copy (12),
+# the clipped array (12), the quantized one (3) and the encoder's buffer (3), rounded up for the alpha plane.
+BYTES_PER_OUTPUT_PIXEL = 48
+
+
+def check_output_fits(path: Path, size: tuple[int, int], scale: float) -> None:
+    """Refuse, with the memory it would need, an output that cannot fit in the memory available now."""
+    w, h = sr_size(size[0], scale), sr_size(size[1], scale)
+    need, avail = w * h * BYTES_PER_OUTPUT_PIXEL, _memory_available()
+    if avail is not None and need > avail:
+        raise ImageError(f"{path}: the x{scale:g} output would be {w}x{h} and need about {_size(need)}, more than "
+                         f"the {_size(avail)} available")
+
+
+def _size(n: int) -> str:
+    return f"{n / 2**30:.1f} GB" if n >= 2**30 else f"{n / 2**20:.1f} MB"
+
+
+def photo_params(img: Image.Image, shown: Image.Image, scale: float) -> dict:
+    """What makes a photo a photo, for the output file: the ICC profile, the DPI scaled by ``scale``, the EXIF
+    of ``shown`` (``upright(img)``: its orientation applied and removed), and JPEG's 4:4:4 sampling."""
+    params = {}
+    if img.info.get("icc_profile"):
+        params["icc_profile"] = img.info["icc_profile"]
+    if "dpi" in img.info:
+        params["dpi"] = tuple(float(d) * scale for d in img.info["dpi"])
+    exif = shown.getexif()
+    if len(exif):
+        params["exif"] = exif.tobytes()
+    if img.format == "JPEG" and JpegImagePlugin.get_sampling(img) == 0:
+        params["subsampling"] = 0
+    return params
+
+
+def upright(img: Image.Image) -> Image.Image:
+    """The image as it displays: EXIF orientation applied to the pixels, and removed from its EXIF."""
+    return ImageOps.exif_transpose(img)
+
+
+def upscale_file(predict: Callable, path: Path, scale: float, out: Path, device: torch.device,
+                 max_pixels: int | None = DEFAULT_MAX_PIXELS) -> None:
+    """Upscale one image file to ``out`` (same format as its suffix; JPEG quality 95), keeping its metadata."""
+    img = open_image(path, max_pixels)
+    check_output_fits(path, img.size, scale)
+    shown = upright(img)
+    params = photo_params(img, shown, scale)
+    sr = upscale_pil(predict, shown, scale, device)
+    if out.suffix.lower() in (".jpg", ".jpeg"):
+        params["quality"] = 95
+    try:
+        save_image(sr, out, **params)
+    except OSError as e:
+        raise ImageError(f"{out}: cannot write the output ({e.strerror or e})") from None
+
+
+def upscale_paths(predict: Callable, inputs: list[str], scale: float, out_dir: Path, device: torch.device,
+                  max_pixels: int | None = DEFAULT_MAX_PIXELS) -> int:
     """Upscale every image file / folder in ``inputs`` into ``out_dir`` (same file names). Exit status."""
     files, errors = _inputs(inputs)
     done = 0
     for path in tqdm(files, desc=f"upscale x{scale:g}", unit="img"):
         try:
-            img = open_image(path)
-            sr = upscale_pil(predict, img, scale, device)
-            out = out_dir / path.name
-            out.parent.mkdir(parents=True, exist_ok=True)
-            tmp = out.with_name(out.name + ".tmp")
-            fmt = Image.registered_extensions().get(out.suffix.lower(), "PNG")
-            sr.save(tmp, format=fmt, **({"quality": 95} if fmt == "JPEG" else {}))
-            tmp.replace(out)
+            upscale_file(predict, path, scale, out_dir / path.name, device, max_pixels)
             done += 1
         except (ImageError, RuntimeError, ValueError, OSError) as e:
-            errors.append(str(e) if str(path) in str(e) else f"{path}: {e}")
+            errors.append(str(e) if str(path) in str(e) or str(out_dir) in str(e) else f"{path}: {e}")
     print(f"upscaled {done} image(s) into {out_dir}")
     for e in errors:
         print(f"error: {e}", file=sys.stderr)

@@ -49,3 +49,23 @@ def test_self_ensemble_of_equivariant_fn_is_identity_and_averages():
     assert torch.allclose(self_ensemble(up, x), up(x))
     shift = lambda t: t + t[..., :1, :1]  # depends on the top-left pixel: not equivariant  # noqa: E731
     assert not torch.allclose(self_ensemble(shift, x), shift(x))
+
+
+def test_every_tile_runs_at_one_shape():
+    """Edge windows grow inward to the common length, so the retained allocator reuses one set of blocks."""
+    from srkit.tiling import _axis_tiles
+    for n in (1000, 1300, 2048, 1536):
+        tiles = _axis_tiles(n, 512, 20, 1)
+        assert {w1 - w0 for _, _, w0, w1 in tiles} == {552}
+        assert all(w0 <= c0 - 20 or w0 == 0 for c0, _, w0, _ in tiles)  # at least the asked-for context
+        assert all(w1 >= c1 + 20 or w1 == n for _, c1, _, w1 in tiles)
+        assert [c for t in tiles for c in t[:2]][::2] == list(range(0, n, 512))
+
+
+def test_streamed_uint8_output_equals_the_float_path():
+    """Predictor.uint8 quantizes tile by tile (no full-size float image): the same pixels."""
+    from srkit.sampler import Predictor, to_uint8
+    torch.manual_seed(0)
+    predict = Predictor(CARN_M().eval(), tile=24, overlap=8)
+    x = torch.rand(1, 3, 50, 61)
+    assert (predict.uint8(x, 3) == to_uint8(predict(x, 3))).all()
