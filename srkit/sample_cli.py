@@ -107,8 +107,8 @@ def _outscales(fam: Family, arch: dict, asked: list[float]) -> list[tuple[float,
             continue
         above = [x for x in fam.served_scales(arch) if x >= s]
         if not above:
-            raise ValueError(f"--outscale {s:g} is above the largest scale this model serves "
-                             f"(x{max(fam.served_scales(arch))})")
+            raise ValueError(f"--outscale {s:g}: {fam.check_scale(arch, s)}, and it serves no larger scale to "
+                             f"bring down from")
         out.append((s, min(above)))
     return out
 
