@@ -36,6 +36,9 @@ def add_train_args(p: argparse.ArgumentParser, family: Family) -> None:
     p.add_argument("--patch_size", type=int, default=64, help="LR patch size")
     p.add_argument("--batch_size", type=int, default=64,
                    help="the global batch of one optimizer step, split evenly over the torchrun processes")
+    p.add_argument("--grad_accum", type=int, default=1,
+                   help="split each process's share of the batch into N micro-batches (less memory, same "
+                        "gradient): one process with --grad_accum N retraces an N-process run")
     p.add_argument("--max_steps", type=int, default=r.max_steps)
     p.add_argument("--decay", type=int, default=r.decay, help="halve the learning rate every N steps")
     p.add_argument("--lr", type=float, default=r.lr)
@@ -83,7 +86,8 @@ def parse_args(argv: list[str] | None, family: Family | None,
     add_arch_args(p, [family])
     add_train_args(p, family)
     cfg = p.parse_args(argv)
-    for flag in ("print_interval", "save_interval", "keep", "max_steps", "decay", "batch_size", "patch_size"):
+    for flag in ("print_interval", "save_interval", "keep", "max_steps", "decay", "batch_size", "patch_size",
+                 "grad_accum"):
         if getattr(cfg, flag) < 1:
             p.error(f"--{flag} must be at least 1, not {getattr(cfg, flag)}")
     try:

@@ -12,7 +12,9 @@ family's ``build``, initial or pretrained weights, the optimizer from the family
   weights carry their architecture flags;
 - TensorBoard + CSV logs and a progress bar.
 
-``--batch_size`` is the global batch: each of N DDP processes (NCCL on GPU, gloo on CPU) trains on its slice.
+``--batch_size`` is the global batch: each of N DDP processes (NCCL on GPU, gloo on CPU) trains on its slice,
+in ``--grad_accum`` K micro-batches if asked (same gradient, less memory). N processes x K micro-batches sum the
+same per-slice gradients whatever N and K, so one GPU with K = N retraces an N-GPU run.
 Faults end cleanly:
 
 - SIGTERM / SIGINT / SIGUSR1 stop every rank at the same step, which is checkpointed (:class:`Stopped`).
@@ -25,6 +27,7 @@ Problems raise :class:`TrainingError` (or CheckpointError / TrainDataError); the
 from __future__ import annotations
 
 import argparse
+import contextlib
 import csv
 import hashlib
 import json
@@ -81,6 +84,14 @@ def _as_is(batch):
     return batch
 
 
+def _micro_batches(batches: list, n: int) -> list[list]:
+    """Split each (hr, lr, scale) batch of a step along the batch dimension into ``n`` consecutive parts."""
+    if n == 1:
+        return [batches]
+    parts = [[(hr, lr, s) for hr, lr in zip(hr_all.chunk(n), lr_all.chunk(n))] for hr_all, lr_all, s in batches]
+    return [list(p) for p in zip(*parts)]
+
+
 def _one_thread(_: int) -> None:
     torch.set_num_threads(1)  # loader workers crop and copy; leave the cores to the training process
 
@@ -126,9 +137,11 @@ class Trainer:
         if cfg.num_gpu > 1 and self.world == 1:
             raise TrainingError(f"--num_gpu {cfg.num_gpu}: launch one process per GPU instead, with\n  torchrun "
                                 f"--nproc_per_node={cfg.num_gpu} <the same command without --num_gpu>")
-        if cfg.batch_size % self.world:
+        accum = getattr(cfg, "grad_accum", 1)
+        if cfg.batch_size % (self.world * accum):
             raise TrainingError(f"--batch_size {cfg.batch_size} is the global batch and must split evenly over "
-                                f"the {self.world} processes")
+                                f"the {self.world} processes" + (f" x {accum} micro-batches (--grad_accum)"
+                                                                 if accum > 1 else ""))
         self._check_validation()
         self.model = self._build_model()
         self.optim = self.family.recipe.optimizer([p for p in self.model.parameters() if p.requires_grad], cfg.lr)
@@ -309,10 +322,19 @@ class Trainer:
         """One optimizer step. Returns (the global batch's loss, a stop signal any rank received or 0)."""
         for g in self.optim.param_groups:
             g["lr"] = lr
-        with torch.autocast(self.device.type, dtype=self.amp or torch.float32, enabled=self.amp is not None):
-            loss = self.family.step_loss(self.net, [self._to_device(b) for b in batches], self.loss_fn)
         self.optim.zero_grad(set_to_none=True)
-        self.scaler.scale(loss).backward()
+        accum = getattr(self.cfg, "grad_accum", 1)
+        loss = torch.zeros((), dtype=torch.float64)
+        for k, micro in enumerate(_micro_batches(batches, accum)):
+            # DDP averages gradients over the ranks only after the last micro-batch
+            last = k == accum - 1 or self.world == 1
+            with (contextlib.nullcontext() if last else self.net.no_sync()):
+                with torch.autocast(self.device.type, dtype=self.amp or torch.float32, enabled=self.amp is not None):
+                    part = self.family.step_loss(self.net, [self._to_device(b) for b in micro], self.loss_fn)
+                # 1/accum is a power of two in the tests' set-ups: exact, so k micro-batches on one process sum
+                # the very gradients k processes average
+                self.scaler.scale(part / accum).backward()
+            loss += float(part.detach()) / accum
         self.scaler.unscale_(self.optim)
         norm = nn.utils.clip_grad_norm_(self.model.parameters(), self.cfg.clip)
         # one collective carries the global loss and whether any rank got a stop signal: all ranks decide alike

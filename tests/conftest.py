@@ -11,6 +11,38 @@ ROOT = Path(__file__).resolve().parents[1]
 SHARED = ROOT.parent / "shared"
 
 
+# Every model / fast-path / tiling / self-ensemble / training-step / half-precision test takes the ``device``
+# fixture: it runs on the CPU always and on CUDA where there is a GPU (scripts/device_check.py runs those).
+DEVICES = ["cpu"] + (["cuda"] if torch.cuda.is_available() else [])
+
+
+@pytest.fixture(params=DEVICES)
+def device(request) -> torch.device:
+    """A device to run on. On CUDA, float32 means float32: TF32 is switched off for the test (PyTorch's
+    default lets cuDNN convolutions round inputs to 10-bit mantissas), and cuDNN is made deterministic so a
+    resumed training run can be bit-exact; both are restored afterwards."""
+    dev = torch.device(request.param)
+    if dev.type != "cuda":
+        yield dev
+        return
+    saved = (torch.backends.cudnn.allow_tf32, torch.backends.cuda.matmul.allow_tf32,
+             torch.backends.cudnn.deterministic, torch.backends.cudnn.benchmark)
+    torch.backends.cudnn.allow_tf32 = torch.backends.cuda.matmul.allow_tf32 = False
+    torch.backends.cudnn.deterministic, torch.backends.cudnn.benchmark = True, False
+    try:
+        yield dev
+    finally:
+        (torch.backends.cudnn.allow_tf32, torch.backends.cuda.matmul.allow_tf32,
+         torch.backends.cudnn.deterministic, torch.backends.cudnn.benchmark) = saved
+
+
+def io_atol(device: torch.device, cpu_atol: float) -> float:
+    """The tolerance of a claim made on the CPU (``cpu_atol``) when the model runs on ``device``: on CUDA the
+    float32 summation order differs from oneDNN's, which adds ``CUDA_FP32_ATOL``."""
+    from srkit.tolerances import CUDA_FP32_ATOL
+    return cpu_atol if device.type == "cpu" else cpu_atol + CUDA_FP32_ATOL
+
+
 def shared_path(*parts: str) -> Path:
     p = SHARED.joinpath(*parts)
     if not p.exists():

@@ -5,7 +5,7 @@ import pytest
 import torch
 
 from carn import CARN, CARN_M
-from conftest import load_ref
+from conftest import io_atol, load_ref
 from overnet import OverNet
 from srkit.complexity import multadds_1280x720, table
 from srkit.fast import prepare_fast, to_fast_input
@@ -36,7 +36,7 @@ def test_multadds_count_is_resolution_proportional():
 
 
 @pytest.mark.parametrize("name", ["carn", "carn_m", "overnet_x2", "overnet_x3", "overnet_x4"])
-def test_fast_path_reproduces_the_authors_outputs(name):
+def test_fast_path_reproduces_the_authors_outputs(name, device):
     ref = load_ref(f"{name}_random_io.pt")
     if name.startswith("overnet"):
         net = OverNet(upscale={"overnet_x2": 3, "overnet_x3": 4, "overnet_x4": 5}[name])
@@ -44,13 +44,13 @@ def test_fast_path_reproduces_the_authors_outputs(name):
     else:
         net = (CARN() if name == "carn" else CARN_M())
         net.load_state_dict(ref["state_dict"])
-    fast = prepare_fast(net.eval())
+    fast = prepare_fast(net.eval().to(device))
     assert not any(isinstance(m, torch.nn.Conv2d) and m.in_channels == 3 == m.out_channels and m.kernel_size == (1, 1)
                    for m in fast.modules())  # mean-shift convs are gone
     with torch.inference_mode():
         for key, want in ref["outputs"].items():
-            got = fast(to_fast_input(ref["input"]), int(key[1:]))
-            assert (got - want).abs().max().item() <= FAST_PATH_ATOL, key
+            got = fast(to_fast_input(ref["input"].to(device)), int(key[1:])).cpu()
+            assert (got - want).abs().max().item() <= io_atol(device, FAST_PATH_ATOL), key
 
 
 def _fused_parts(net: torch.nn.Module) -> dict[str, int]:

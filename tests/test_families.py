@@ -13,7 +13,7 @@ import csv
 import pytest
 import torch
 
-from conftest import SHARED
+from conftest import SHARED, io_atol
 from srkit import registry, train_cli
 from srkit.complexity import multadds_1280x720, table
 from srkit.export_onnx import export, verify
@@ -66,7 +66,7 @@ def test_flags_round_trip_through_the_state_dict(fam, example):
             assert net(x, s).shape == (1, 3, sr_size(9, s), sr_size(11, s))
 
 
-def test_released_layout_loads_and_reproduces_the_authors(fam, example, tmp_path, request):
+def test_released_layout_loads_and_reproduces_the_authors(fam, example, tmp_path, request, device):
     ref = request.module.reference_io(example.name)
     if ref is None:
         pytest.skip(f"needs reference outputs for {example.name} (../shared/reference), absent")
@@ -75,23 +75,24 @@ def test_released_layout_loads_and_reproduces_the_authors(fam, example, tmp_path
     net, arch = load_model(str(path), fam)
     assert arch == {"family": fam.name, **example.arch}
     assert sorted(ref["outputs"]) == list(fam.served_scales(arch))  # every served scale is checked
+    net, x = net.to(device), ref["input"].to(device)
     with torch.no_grad():
         for s, want in ref["outputs"].items():
-            assert (net(ref["input"], s) - want).abs().max().item() <= AUTHORS_IO_ATOL, s
+            assert (net(x, s).cpu() - want).abs().max().item() <= io_atol(device, AUTHORS_IO_ATOL), s
 
 
-def test_fast_path_equals_plain_forward(fam, example):
-    net = _random_model(fam, example)
+def test_fast_path_equals_plain_forward(fam, example, device):
+    net = _random_model(fam, example).to(device)
     fast = prepare_fast(net)
-    x = torch.rand(1, 3, 20, 23)
+    x = torch.rand(1, 3, 20, 23, device=device)
     with torch.inference_mode():
         for s in fam.served_scales(example.arch):
-            assert (fast(to_fast_input(x), s) - net(x, s)).abs().max().item() <= FAST_PATH_ATOL, s
+            assert (fast(to_fast_input(x), s) - net(x, s)).abs().max().item() <= io_atol(device, FAST_PATH_ATOL), s
 
 
-def test_tiled_forward_equals_whole_image(fam, example):
-    net = _random_model(fam, example)
-    x = torch.rand(1, 3, 44, 52)
+def test_tiled_forward_equals_whole_image(fam, example, device):
+    net = _random_model(fam, example).to(device)
+    x = torch.rand(1, 3, 44, 52, device=device)
     scales = list(fam.served_scales(example.arch))[-1:]
     real = scales[0] - 0.5
     if fam.check_scale(example.arch, real) is None:
@@ -135,12 +136,13 @@ def _train_argv(fam, example, h5, val, run_dir, steps, extra=()):
             "--max_steps", str(steps), "--print_interval", "2", "--workers", "0", "--lr", "1e-3", *extra]
 
 
-def test_train_then_resume_exactly(fam, div2k, tmp_path):
+def test_train_then_resume_exactly(fam, div2k, tmp_path, device):
     h5, val, _ = div2k
     example = fam.examples[0]
-    full = train_cli.run(_train_argv(fam, example, h5, val, tmp_path / "a", 4), fam)
-    first = train_cli.run(_train_argv(fam, example, h5, val, tmp_path / "b", 2), fam)
-    second = train_cli.run(_train_argv(fam, example, h5, val, tmp_path / "b", 4, ["--resume"]), fam)
+    on = ["--cpu"] if device.type == "cpu" else []
+    full = train_cli.run(_train_argv(fam, example, h5, val, tmp_path / "a", 4, on), fam)
+    first = train_cli.run(_train_argv(fam, example, h5, val, tmp_path / "b", 2, on), fam)
+    second = train_cli.run(_train_argv(fam, example, h5, val, tmp_path / "b", 4, ["--resume", *on]), fam)
     assert first + second == full  # bit-identical losses after resuming
     a, arch_a = load_model(str(tmp_path / "a" / "run" / "run.pth"), fam)
     b, arch_b = load_model(str(tmp_path / "b" / "run" / "run.pth"), fam)

@@ -8,7 +8,7 @@ import pytest
 import torch
 
 from carn import CARN, CARN_M
-from conftest import load_ref, shared_path
+from conftest import io_atol, load_ref, shared_path
 from overnet import OverNet
 from srkit.layers import count_parameters
 from srkit.tolerances import AUTHORS_IO_ATOL
@@ -46,14 +46,15 @@ def test_overnet_keys_shapes_and_params(official, name):
     assert count_parameters(net, trainable_only=True) == ref["params_trainable"]
 
 
-def test_carn_m_released_io(carn_m_released):
+def test_carn_m_released_io(carn_m_released, device):
     ref = load_ref("carn_m_released_io.pt")
     net = CARN_M(multi_scale=True, group=4).eval()
     net.load_state_dict(torch.load(carn_m_released, map_location="cpu", weights_only=True))
+    net = net.to(device)
     with torch.no_grad():
         for key, case in ref["outputs"].items():
-            got = net(case["input"], int(key[1:]))
-            assert (got - case["output"]).abs().max().item() <= AUTHORS_IO_ATOL, key
+            got = net(case["input"].to(device), int(key[1:])).cpu()
+            assert (got - case["output"]).abs().max().item() <= io_atol(device, AUTHORS_IO_ATOL), key
 
 
 def test_carn_m_shares_one_residual_e_block():

@@ -115,17 +115,18 @@ def test_dataparallel_prefix_and_partial_mismatch(tmp_path, carn_m_released):
         load_weights(CARN_M(), sd, "x")
 
 
-def test_half_precision_is_opt_in_and_close(tmp_path, carn_m_released, benchmark_dir, capsys):
+def test_half_precision_is_opt_in_and_close(tmp_path, carn_m_released, benchmark_dir, capsys, device):
     """--half (bf16 on CPU, fp16 on CUDA) changes outputs by a few grey levels at most, not the score."""
     from srkit import metrics
     from srkit.benchmark import find_pairs, load_pair
     from srkit.sampler import Predictor, to_tensor, to_uint8
 
     net, _ = load_model(str(carn_m_released))
+    net = net.to(device)
     full, half = Predictor(net, tile=0), Predictor(net, tile=0, half=True)
-    assert half.dtype == torch.bfloat16 and full.dtype is None
+    assert half.dtype == (torch.bfloat16 if device.type == "cpu" else torch.float16) and full.dtype is None
     hr, lr = load_pair(find_pairs(benchmark_dir / "Set5", 2)[0][1], 2)  # img_002: a 144x144 LR
-    x = to_tensor(lr, torch.device("cpu"))
+    x = to_tensor(lr, device)
     a, b = to_uint8(full(x, 2)), to_uint8(half(x, 2))
     diff = np.abs(a.astype(int) - b)
     assert 0 < diff.max() <= HALF_MAX_LEVELS and diff.mean() < 0.5

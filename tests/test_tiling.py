@@ -5,7 +5,7 @@ from __future__ import annotations
 import torch
 
 from carn import CARN_M
-from conftest import load_ref
+from conftest import io_atol, load_ref
 from overnet import OverNet
 from srkit.imageio import read_rgb8
 from srkit.sampler import to_tensor
@@ -14,12 +14,13 @@ from srkit.tolerances import TILING_ATOL
 
 
 @torch.inference_mode()
-def test_carn_m_tiled_matches_whole_on_set14_x2(carn_m_released, benchmark_dir):
+def test_carn_m_tiled_matches_whole_on_set14_x2(carn_m_released, benchmark_dir, device):
     net = CARN_M().eval()
     net.load_state_dict(torch.load(carn_m_released, map_location="cpu", weights_only=True))
+    net = net.to(device)
     worst = 0.0
     for lr_path in sorted((benchmark_dir / "Set14" / "x2").glob("*_LR.png")):
-        x = to_tensor(read_rgb8(lr_path), torch.device("cpu"))
+        x = to_tensor(read_rgb8(lr_path), device)
         tile = max(x.shape[-2:]) // 2 + 1  # at least 4 tiles per image, default overlap 20
         whole = net(x, 2)
         tiled = forward_tiled(net, x, 2, tile=tile, overlap=20)
@@ -43,8 +44,8 @@ def test_overnet_tiled_matches_whole_at_integer_and_real_scales(benchmark_dir):
         assert (whole - naive).abs().max().item() > TILING_ATOL
 
 
-def test_self_ensemble_of_equivariant_fn_is_identity_and_averages():
-    x = torch.rand(1, 3, 5, 7)
+def test_self_ensemble_of_equivariant_fn_is_identity_and_averages(device):
+    x = torch.rand(1, 3, 5, 7, device=device)
     up = lambda t: torch.nn.functional.interpolate(t, scale_factor=2, mode="nearest")  # noqa: E731
     assert torch.allclose(self_ensemble(up, x), up(x))
     shift = lambda t: t + t[..., :1, :1]  # depends on the top-left pixel: not equivariant  # noqa: E731
@@ -62,10 +63,10 @@ def test_every_tile_runs_at_one_shape():
         assert [c for t in tiles for c in t[:2]][::2] == list(range(0, n, 512))
 
 
-def test_streamed_uint8_output_equals_the_float_path():
+def test_streamed_uint8_output_equals_the_float_path(device):
     """Predictor.uint8 quantizes tile by tile (no full-size float image): the same pixels."""
     from srkit.sampler import Predictor, to_uint8
     torch.manual_seed(0)
-    predict = Predictor(CARN_M().eval(), tile=24, overlap=8)
-    x = torch.rand(1, 3, 50, 61)
+    predict = Predictor(CARN_M().eval().to(device), tile=24, overlap=8)
+    x = torch.rand(1, 3, 50, 61, device=device)
     assert (predict.uint8(x, 3) == to_uint8(predict(x, 3))).all()
