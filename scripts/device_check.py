@@ -182,7 +182,6 @@ def section_speed(device: torch.device, sizes: dict) -> list[str]:
             tp, tf, th = _time([plain, quick, halfp], sizes["runs"], device)
             rows.append(f"| {m} | x{s} | {tp * 1e3:.1f} | {tf * 1e3:.1f} | {th * 1e3:.1f} | {tp / tf:.2f}x | "
                         f"{tp / th:.2f}x | {_peak(plain, device)} / {_peak(halfp, device)} |")
-            del net, fast, fhalf
     return rows
 
 
@@ -217,7 +216,7 @@ def _steps_per_s(run_dir: Path, warm: int) -> float:
 def section_training(device: torch.device, sizes: dict, tmp: Path) -> list[str]:
     h5, val = _train_data(tmp)
     amps = ("off", "fp16", "bf16") if device.type == "cuda" else ("off",)
-    rows = [f"| model (x2) | batch x patch | " + " | ".join(f"steps/s amp {a}" for a in amps) + " |",
+    rows = ["| model (x2) | batch x patch | " + " | ".join(f"steps/s amp {a}" for a in amps) + " |",
             "|---|---|" + "---|" * len(amps)]
     for m in MODELS:
         fam, arch = ("overnet", []) if m == "overnet" else ("carn", ["--model", m])

@@ -5,7 +5,7 @@ from __future__ import annotations
 import torch
 
 from carn import CARN_M
-from conftest import io_atol, load_ref
+from conftest import load_ref
 from overnet import OverNet
 from srkit.imageio import read_rgb8
 from srkit.sampler import to_tensor
