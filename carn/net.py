@@ -15,6 +15,7 @@ class CascadingNet(nn.Module):
     """
 
     exit_conv = "exit"  # add_mean shifts this conv's output (srkit.fast folds it into the bias)
+    exit_reads = "upsample"  # the exit conv reads the upsampler's output as it is (srkit.fast: SubPixelExit)
 
     def __init__(self, *, scale: int | None = None, multi_scale: bool = True, group: int = 1,
                  reduce_upsample: bool = False, efficient: bool = False, channels: int = 64) -> None:

@@ -67,19 +67,24 @@ def peak_flops(device: torch.device, dtype=torch.float32) -> float:
     return n ** 3 / best
 
 
-def build(name: str, scale: int) -> torch.nn.Module:
+def build(name: str, scale: float) -> torch.nn.Module:
     """A registered family's reference model with random weights: ``name`` is a model ("carn", "carn_m",
-    "overnet"); a family with one example per scale (OverNet) uses the example made for ``scale``."""
-    fam = registry.family_of_model(name)
-    examples = [e for e in fam.examples if e.arch.get("model") == name]
-    ex = next((e for e in examples if scale in e.scales), examples[0])
+    "overnet"; a family with one example per scale, OverNet, uses the example made for ``scale``) or an
+    example's name ("overnet_x4")."""
+    by_name = {e.name: e for f in registry.families() for e in f.examples}
+    if name in by_name:  # an example by name, e.g. overnet_x4 at x2 or x2.5 (overscaled from x5)
+        ex, fam = by_name[name], registry.family_of_model(by_name[name].arch["model"])
+    else:
+        fam = registry.family_of_model(name)
+        examples = [e for e in fam.examples if e.arch.get("model") == name]
+        ex = next((e for e in examples if scale in e.scales), examples[0])
     torch.manual_seed(0)
     return fam.build(ex.arch).eval()
 
 
 def _case(name: str, s: int, device: torch.device):
     net = build(name, s).to(device)
-    x = torch.rand(1, 3, 720 // s, 1280 // s, device=device)
+    x = torch.rand(1, 3, round(720 / s), round(1280 / s), device=device)
     return net, x, prepare_fast(net), to_fast_input(x)
 
 
@@ -97,13 +102,94 @@ def _pair(net, x, fast, xf, s: int, runs: int, device: torch.device) -> tuple[fl
     return plain_t, fast_t, (quick().float() - plain()).abs().max().item()
 
 
+def _ort_worker(conn, onnx_path: str, threads: int, shape: tuple) -> None:
+    """ONNX Runtime's side: one session, timed runs on request (see ``vs_ort``)."""
+    import onnxruntime as ort
+    opts = ort.SessionOptions()
+    opts.intra_op_num_threads, opts.inter_op_num_threads = threads, 1
+    sess = ort.InferenceSession(onnx_path, opts, providers=["CPUExecutionProvider"])
+    x = torch.rand(*shape, generator=torch.Generator().manual_seed(0)).numpy()
+    _serve(conn, lambda: sess.run(None, {"lr": x})[0])
+
+
+def _project_worker(conn, name: str, scale: int, threads: int, shape: tuple) -> None:
+    """The project's side: the fast path with retained memory, as the command-line tools run it."""
+    torch.set_num_threads(threads)
+    retain_freed_memory()
+    fast = prepare_fast(build(name, scale))
+    x = to_fast_input(torch.rand(*shape, generator=torch.Generator().manual_seed(0)))
+
+    def run():
+        with torch.inference_mode():
+            return fast(x, scale).numpy()
+    _serve(conn, run)
+
+
+def _serve(conn, fn) -> None:
+    out = fn()  # warm-up
+    conn.send(out)
+    while conn.recv() == "run":
+        t0 = time.perf_counter()
+        fn()
+        conn.send(time.perf_counter() - t0)
+
+
+def vs_ort(name: str, s: int, runs: int) -> tuple[float, float, float]:
+    """(ORT s, project s, max |project - ORT|) for a 1280x720 output. Each side runs in its own process (same
+    thread count; ORT runs the project's own ONNX export of the same weights), and the two take turns, one run
+    each, so drift of the shared machine hits both; medians of ``runs``."""
+    import multiprocessing as mp
+    import tempfile
+    from pathlib import Path
+
+    from srkit.export_onnx import export
+    threads = torch.get_num_threads()
+    shape = (1, 3, round(720 / s), round(1280 / s))
+    ctx = mp.get_context("spawn")
+    with tempfile.TemporaryDirectory() as tmp:
+        path = export(build(name, s), s, Path(tmp) / "model.onnx", fixed_hw=None if float(s).is_integer() else shape[2:])
+        sides = []
+        for target, args in ((_ort_worker, (str(path), threads, shape)),
+                             (_project_worker, (name, s, threads, shape))):
+            parent, child = ctx.Pipe()
+            proc = ctx.Process(target=target, args=(child, *args), daemon=True)
+            proc.start()
+            sides.append((parent, proc))
+        outs = [conn.recv() for conn, _ in sides]  # both warmed up
+        times: list[list[float]] = [[], []]
+        for _ in range(runs):
+            for (conn, _), t in zip(sides, times):
+                conn.send("run")
+                t.append(conn.recv())
+        for conn, proc in sides:
+            conn.send("stop")
+            proc.join()
+    return statistics.median(times[0]), statistics.median(times[1]), float(abs(outs[1] - outs[0]).max())
+
+
+def main_ort(models: list[str], scales: list[int], runs: int) -> None:
+    print(f"ONNX Runtime (CPU provider) vs the project's fast path, {torch.get_num_threads()} threads each, "
+          f"1280x720 output, median of {runs} alternating runs")
+    print(f"{'model':<11}{'scale':>6}{'ORT ms':>10}{'project ms':>12}{'project/ORT':>13}{'max diff':>10}")
+    for m in models:
+        for s in scales:
+            ort_t, ours, diff = vs_ort(m, s, runs)
+            print(f"{m:<11}{s:>6}{ort_t * 1e3:>10.0f}{ours * 1e3:>12.0f}{ort_t / ours:>12.2f}x{diff:>10.1e}",
+                  flush=True)
+
+
 def main(argv: list[str] | None = None) -> None:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--models", nargs="+", default=["carn_m", "carn"])
-    p.add_argument("--scales", type=int, nargs="+", default=[2, 3, 4])
+    p.add_argument("--scales", type=float, nargs="+", default=[2, 3, 4])
     p.add_argument("--runs", type=int, default=5)
     p.add_argument("--cpu", action="store_true")
+    p.add_argument("--ort", action="store_true", help="compare with ONNX Runtime instead (CPU; see vs_ort)")
     args = p.parse_args(argv)
+    args.scales = [int(s) if float(s).is_integer() else s for s in args.scales]
+    if args.ort:
+        main_ort(args.models, args.scales, args.runs)
+        return
     device = torch.device("cuda" if torch.cuda.is_available() and not args.cpu else "cpu")
     peak = peak_flops(device)
     name = torch.cuda.get_device_name() if device.type == "cuda" else f"CPU, {torch.get_num_threads()} threads"

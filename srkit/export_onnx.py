@@ -31,13 +31,18 @@ class _AtScale(torch.nn.Module):
         return self.model(x, self.scale)
 
 
-def export(model: torch.nn.Module, scale: int, out: Path, opset: int = 18) -> Path:
+def export(model: torch.nn.Module, scale: float, out: Path, opset: int = 18,
+           fixed_hw: tuple[int, int] | None = None) -> Path:
+    """Integer scales export with dynamic height and width. A real scale's output size (n * scale rounded) is
+    not expressible as a dynamic ONNX shape here, so it needs ``fixed_hw``: a graph for that input size only."""
+    if not float(scale).is_integer() and fixed_hw is None:
+        raise ValueError(f"x{scale}: a real scale exports for one input size only; give fixed_hw")
     net = _AtScale(prepare_fast(model, fuse=False).to(memory_format=torch.contiguous_format), scale).eval()
-    x = torch.rand(1, 3, 32, 40)
+    x = torch.rand(1, 3, *(fixed_hw or (32, 40)))
     out.parent.mkdir(parents=True, exist_ok=True)
     h, w = torch.export.Dim("h", min=8, max=4096), torch.export.Dim("w", min=8, max=4096)
     torch.onnx.export(net, (x,), str(out), input_names=["lr"], output_names=["sr"], opset_version=opset,
-                      dynamic_shapes={"x": {2: h, 3: w}}, dynamo=True, external_data=False)
+                      dynamic_shapes=None if fixed_hw else {"x": {2: h, 3: w}}, dynamo=True, external_data=False)
     return out
 
 

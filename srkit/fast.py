@@ -119,10 +119,15 @@ class CascadeFuse(FusedConv):
         o, outs = x, []
         for i, (block, fuse) in enumerate(zip(blocks, fuses)):
             buf[..., c * (i + 1):c * (i + 2)].copy_(block(o).permute(0, 2, 3, 1))
-            weight = fuse.weight.view(fuse.weight.shape[0], -1)
-            y = torch.addmm(fuse.bias, rows[:, :c * (i + 2)], weight.t()) if fuse.bias is not None \
-                else rows[:, :c * (i + 2)] @ weight.t()
-            o = y.relu_().view(n, h, w, -1).permute(0, 3, 1, 2)  # channels_last NCHW view
+            if i == len(blocks) - 1 and fuse._onednn(x, False):
+                # the whole buffer is a channels_last tensor: oneDNN's 1x1 conv + ReLU beats addmm + relu_ on
+                # it (a prefix would first be copied, which costs more than it gains)
+                o = fuse._call(buf.permute(0, 3, 1, 2), None)
+            else:
+                weight = fuse.weight.view(fuse.weight.shape[0], -1)
+                y = torch.addmm(fuse.bias, rows[:, :c * (i + 2)], weight.t()) if fuse.bias is not None \
+                    else rows[:, :c * (i + 2)] @ weight.t()
+                o = y.relu_().view(n, h, w, -1).permute(0, 3, 1, 2)  # channels_last NCHW view
             outs.append(o)
         return outs
 
@@ -165,6 +170,55 @@ def shuffle_order(channels: int, r: int, groups: int) -> torch.Tensor:
     cg = channels // groups
     g, k, cl = torch.meshgrid(torch.arange(groups), torch.arange(r * r), torch.arange(cg), indexing="ij")
     return ((g * cg + cl) * r * r + k).reshape(-1)
+
+
+class SubPixelExit(nn.Module):
+    """``exit(pixel_shuffle(x, 2))`` as ``pixel_shuffle(exit'(x), 2)``: a 3x3 conv at the low resolution with
+    4x the channels in and out, whose weights gather the exit conv's taps by sub-pixel phase (zero padding maps
+    onto zero padding, so it is the same sum). The 64-channel map at twice the resolution is never made: at x2
+    it saves its 4x larger write and the shuffle's copy; at x4 that map is a tile's largest tensor. Inputs with
+    the exit conv's own channel count (a x3 branch keeps its shuffle) run the exit conv as it is."""
+
+    def __init__(self, exit_conv: nn.Conv2d, r: int = 2) -> None:
+        super().__init__()
+        if exit_conv.kernel_size != (3, 3) or exit_conv.padding != (1, 1) or exit_conv.groups != 1:
+            raise ValueError("SubPixelExit needs a 3x3 exit conv with padding 1")
+        w = exit_conv.weight.detach()
+        o, c = w.shape[:2]
+        ws = w.new_zeros(o * r * r, c * r * r, 3, 3)
+        for a in range(r):
+            for b in range(r):
+                for dy in range(3):
+                    for dx in range(3):
+                        ky, i = divmod(a + dy - 1, r)  # the LR row offset and the sub-pixel phase it reads
+                        kx, j = divmod(b + dx - 1, r)
+                        rows, cols = torch.arange(o) * r * r + a * r + b, torch.arange(c) * r * r + i * r + j
+                        ws[rows[:, None], cols[None, :], ky + 1, kx + 1] += w[:, :, dy, dx]
+        sub = nn.Conv2d(c * r * r, o * r * r, 3, 1, 1, bias=exit_conv.bias is not None)
+        with torch.no_grad():
+            sub.weight.copy_(ws)
+            if exit_conv.bias is not None:
+                sub.bias.copy_(exit_conv.bias.detach().repeat_interleave(r * r))
+        self.r, self.in_channels = r, c
+        self.plain, self.sub = FusedConv(exit_conv, relu=False), FusedConv(sub, relu=False)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if x.shape[1] == self.in_channels:
+            return self.plain(x)
+        return F.pixel_shuffle(self.sub(x), self.r)
+
+
+def _defer_last_shuffle(upsampler: nn.Module) -> int:
+    """Drop the final PixelShuffle(2) of every branch of ``upsampler`` (a SubPixelExit does it); returns how
+    many were dropped."""
+    n = 0
+    for seq in [m for m in upsampler.modules() if isinstance(m, nn.Sequential)]:
+        mods = list(seq)
+        if len(mods) >= 3 and isinstance(mods[-1], nn.PixelShuffle) and mods[-1].upscale_factor == 2 \
+                and isinstance(mods[-2], nn.ReLU) and isinstance(mods[-3], nn.Conv2d):
+            seq[len(mods) - 1] = nn.Identity()
+            n += 1
+    return n
 
 
 def _fuse_sequence(mods: list[nn.Module]) -> list[nn.Module]:
@@ -238,6 +292,10 @@ def prepare_fast(model: nn.Module, half: torch.dtype | None = None, fuse: bool =
         fast.add_mean = nn.Identity()
     if isinstance(getattr(fast, "sub_mean", None), MeanShift):
         fast.sub_mean = _Subtract(fast.sub_mean)
+    upsampler = getattr(fast, getattr(fast, "exit_reads", ""), None)
+    if fuse and isinstance(upsampler, nn.Module) and isinstance(exit_conv, nn.Conv2d) \
+            and exit_conv.kernel_size == (3, 3) and _defer_last_shuffle(upsampler):
+        setattr(fast, fast.exit_conv, SubPixelExit(exit_conv))
     if fuse:
         _fuse(fast)
     fast = fast.to(memory_format=torch.channels_last)

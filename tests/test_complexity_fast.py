@@ -60,9 +60,10 @@ def _fused_parts(net: torch.nn.Module) -> dict[str, int]:
 
 
 def test_fast_path_fuses_what_it_claims():
-    # CARN-M: 3 blocks x 3 fuses + 3 global fuses; 1 shared residual-E per block; x2/x3 one shuffle, x4 two
+    # CARN-M: 3 blocks x 3 fuses + 3 global fuses; 1 shared residual-E per block; shuffles: x3 one, x4 its
+    # first (each final x2 stage's shuffle is done by the SubPixelExit, after the exit conv)
     parts = _fused_parts(prepare_fast(CARN_M()))
-    assert parts["fuse"] == 12 and parts["residual"] == 3 and parts["shuffle"] == 4
+    assert parts["fuse"] == 12 and parts["residual"] == 3 and parts["shuffle"] == 2
     assert not any(isinstance(m, (torch.nn.PixelShuffle, torch.nn.ReLU)) for m in prepare_fast(CARN()).modules())
     portable = _fused_parts(prepare_fast(CARN(), fuse=False))
     assert sum(portable.values()) == 0
@@ -150,3 +151,23 @@ def test_a_failure_on_real_inputs_is_not_swallowed(monkeypatch):
     fast = prepare_fast(CARN().eval())
     with pytest.raises(RuntimeError, match="primitive descriptor"), torch.inference_mode():
         fast(to_fast_input(torch.rand(1, 3, 10, 12)), 2)
+
+
+def test_sub_pixel_exit_equals_exit_of_the_shuffled_map():
+    """The exit conv run on the low-resolution map (srkit.fast.SubPixelExit) is the same sum as on the
+    pixel-shuffled map, borders included; the CARN fast path uses it for its x2 stages (x2, x4), not x3."""
+    from srkit.fast import SubPixelExit
+    torch.manual_seed(0)
+    exit_conv = torch.nn.Conv2d(64, 3, 3, 1, 1)
+    x = torch.rand(1, 256, 13, 17)
+    with torch.no_grad():
+        want = exit_conv(torch.nn.functional.pixel_shuffle(x, 2))
+        got = SubPixelExit(exit_conv)(x.contiguous(memory_format=torch.channels_last))
+        assert (got - want).abs().max().item() <= FAST_PATH_ATOL
+        y = torch.rand(1, 64, 9, 8)
+        assert (SubPixelExit(exit_conv)(y) - exit_conv(y)).abs().max().item() <= FAST_PATH_ATOL
+    fast = prepare_fast(CARN_M().eval())
+    shuffles = {name: [type(m).__name__ for m in branch.modules() if "Shuffle" in type(m).__name__]
+                for name, branch in fast.upsample.named_children()}
+    assert isinstance(fast.exit, SubPixelExit)
+    assert shuffles == {"up2": [], "up3": ["_ShuffleNHWC"], "up4": ["_ShuffleNHWC"]}
