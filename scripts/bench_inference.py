@@ -1,6 +1,9 @@
 """Inference speed: the authors' plain eager float32 forward vs this project's fast path, one process.
 
     python scripts/bench_inference.py [--models carn_m carn overnet] [--scales 2 3 4] [--runs 5]
+    python scripts/bench_inference.py --ort --models carn_m carn overnet overnet_x4 --scales 2 3 4 --runs 3
+
+``--ort`` compares the fast path with ONNX Runtime instead (see ``vs_ort``): each side in its own process.
 
 For a 1280x720 output (input 1280/s x 720/s) prints ms per image (median of --runs after a warm-up; the two
 paths alternate run by run so machine drift hits both), the speed-up, the max |fast - plain| difference, and
