@@ -31,26 +31,26 @@ from srkit.fast import prepare_fast, to_fast_input
 from srkit.memory import retain_freed_memory
 
 
-def _sync(device: torch.device) -> None:
+def sync(device: torch.device) -> None:
     if device.type == "cuda":
         torch.cuda.synchronize()
 
 
 def _time(fn, runs: int, device: torch.device) -> float:
-    return _time_alternating([fn], runs, device)[0]
+    return time_alternating([fn], runs, device)[0]
 
 
-def _time_alternating(fns: list, runs: int, device: torch.device) -> list[float]:
+def time_alternating(fns: list, runs: int, device: torch.device) -> list[float]:
     """Median seconds of each function; one warm-up each, then the functions take turns."""
     for fn in fns:
         fn()
     times: list[list[float]] = [[] for _ in fns]
     for _ in range(runs):
         for fn, out in zip(fns, times):
-            _sync(device)
+            sync(device)
             t0 = time.perf_counter()
             fn()
-            _sync(device)
+            sync(device)
             out.append(time.perf_counter() - t0)
     return [statistics.median(t) for t in times]
 
@@ -62,10 +62,10 @@ def peak_flops(device: torch.device, dtype=torch.float32) -> float:
     best = float("inf")
     a @ b
     for _ in range(7):
-        _sync(device)
+        sync(device)
         t0 = time.perf_counter()
         a @ b
-        _sync(device)
+        sync(device)
         best = min(best, time.perf_counter() - t0)
     return n ** 3 / best
 
@@ -101,7 +101,7 @@ def _pair(net, x, fast, xf, s: int, runs: int, device: torch.device) -> tuple[fl
         with torch.inference_mode():
             return fast(xf, s)
 
-    plain_t, fast_t = _time_alternating([plain, quick], runs, device)
+    plain_t, fast_t = time_alternating([plain, quick], runs, device)
     return plain_t, fast_t, (quick().float() - plain()).abs().max().item()
 
 

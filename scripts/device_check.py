@@ -27,7 +27,6 @@ from __future__ import annotations
 import argparse
 import os
 import shutil
-import statistics
 import subprocess
 import sys
 import tempfile
@@ -37,7 +36,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from bench_inference import build  # scripts/ is this script's own folder
+from bench_inference import build, sync, time_alternating  # scripts/ is this script's own folder
 from srkit import train_cli
 from srkit.fast import prepare_fast, to_fast_input
 from srkit.imageio import read_rgb8
@@ -71,11 +70,6 @@ def stage() -> None:
         shutil.copytree(SHARED / "benchmark" / name, STAGED / "benchmark" / name, dirs_exist_ok=True)
     size = sum(p.stat().st_size for p in STAGED.rglob("*") if p.is_file())
     print(f"staged {STAGED} ({size / 2**20:.1f} MiB): name it in the device run's carry")
-
-
-def _sync(device: torch.device) -> None:
-    if device.type == "cuda":
-        torch.cuda.synchronize()
 
 
 def _fp32_exact() -> None:
@@ -131,27 +125,13 @@ def section_accuracy(device: torch.device, data: Path | None, sizes: dict) -> tu
     return rows, ok
 
 
-def _time(fns: list, runs: int, device: torch.device) -> list[float]:
-    for fn in fns:
-        fn()
-    times: list[list[float]] = [[] for _ in fns]
-    for _ in range(runs):
-        for fn, out in zip(fns, times):
-            _sync(device)
-            t0 = time.perf_counter()
-            fn()
-            _sync(device)
-            out.append(time.perf_counter() - t0)
-    return [statistics.median(t) for t in times]
-
-
 def _peak(fn, device: torch.device) -> str:
     if device.type != "cuda":
         return "n/a"
     torch.cuda.empty_cache()
     torch.cuda.reset_peak_memory_stats()
     fn()
-    _sync(device)
+    sync(device)
     return f"{torch.cuda.max_memory_allocated() / 2**30:.2f}"
 
 
@@ -179,7 +159,7 @@ def section_speed(device: torch.device, sizes: dict) -> list[str]:
             def halfp():
                 with torch.inference_mode():
                     return fhalf(xh, s)
-            tp, tf, th = _time([plain, quick, halfp], sizes["runs"], device)
+            tp, tf, th = time_alternating([plain, quick, halfp], sizes["runs"], device)
             rows.append(f"| {m} | x{s} | {tp * 1e3:.1f} | {tf * 1e3:.1f} | {th * 1e3:.1f} | {tp / tf:.2f}x | "
                         f"{tp / th:.2f}x | {_peak(plain, device)} / {_peak(halfp, device)} |")
     return rows
