@@ -25,6 +25,8 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
+from srkit import cpu_kernels
+from srkit.cpu_kernels import StreamedResidual, StreamedTail
 from srkit.layers import MeanShift
 
 # oneDNN's fused convolution (conv + post-ops), the kernel PyTorch's own CPU compiler emits; absent from
@@ -108,6 +110,17 @@ class CascadeFuse(FusedConv):
     """A cascade's 1x1 fusion conv + ReLU. ``srkit.layers.cascade`` hands a cascade whose fuses are all of
     this type to ``run_cascade``."""
 
+    def __init__(self, conv: nn.Conv2d, relu: bool) -> None:
+        super().__init__(conv, relu)
+        # the weights as the streamed kernel reads them (srkit.cpu_kernels.fuse1x1); None where it does not fit
+        packed = cpu_kernels.pack_fuse(conv.weight) if relu and conv.bias is not None else None
+        self.register_buffer("packed", packed)
+
+    def on_buffer(self, rows: torch.Tensor) -> torch.Tensor | None:
+        """relu(rows W^T + b) for ``rows`` a [pixels, channels] view of the cascade buffer, by the streamed
+        kernel; None where it cannot run."""
+        return cpu_kernels.fuse1x1(rows, self.packed, self.bias) if self.packed is not None else None
+
     @staticmethod
     def run_cascade(x: torch.Tensor, blocks: list, fuses: list["CascadeFuse"]) -> list[torch.Tensor]:
         """c_i = cat(c_{i-1}, b_i) is the channel prefix of one NHWC buffer that each b_i is written into once;
@@ -118,8 +131,13 @@ class CascadeFuse(FusedConv):
         buf[..., :c].copy_(x.permute(0, 2, 3, 1))
         o, outs = x, []
         for i, (block, fuse) in enumerate(zip(blocks, fuses)):
-            buf[..., c * (i + 1):c * (i + 2)].copy_(block(o).permute(0, 2, 3, 1))
-            if i == len(blocks) - 1 and fuse._onednn(x, False):
+            dst = buf[..., c * (i + 1):c * (i + 2)].permute(0, 3, 1, 2)
+            if not (isinstance(block, FusedResidual) and block.write_into(o, dst)):
+                dst.copy_(block(o))
+            y = fuse.on_buffer(rows[:, :c * (i + 2)])
+            if y is not None:
+                o = y.view(n, h, w, -1).permute(0, 3, 1, 2)
+            elif i == len(blocks) - 1 and fuse._onednn(x, False):
                 # the whole buffer is a channels_last tensor: oneDNN's 1x1 conv + ReLU beats addmm + relu_ on
                 # it (a prefix would first be copied, which costs more than it gains)
                 o = fuse._call(buf.permute(0, 3, 1, 2), None)
@@ -142,6 +160,13 @@ class FusedResidual(nn.Module):
             raise ValueError("a residual body must end in a conv")
         self.head = nn.Sequential(*_fuse_sequence(head))
         self.last = FusedConv(last, relu=True)
+        # the whole block streamed row by row (CARN's and CARN-M's blocks on an AVX-512 CPU); None otherwise
+        self.streamed = StreamedResidual.from_body(list(body)) if cpu_kernels.available() else None
+
+    def write_into(self, x: torch.Tensor, out: torch.Tensor) -> bool:
+        """``out.copy_(self(x))`` without the intermediate tensors, when the streamed kernel runs here;
+        False (nothing written) otherwise. ``out`` must not overlap ``x``."""
+        return self.streamed is not None and self.streamed(x, out)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.last(self.head(x), residual=x)
@@ -201,11 +226,47 @@ class SubPixelExit(nn.Module):
                 sub.bias.copy_(exit_conv.bias.detach().repeat_interleave(r * r))
         self.r, self.in_channels = r, c
         self.plain, self.sub = FusedConv(exit_conv, relu=False), FusedConv(sub, relu=False)
+        self.source = sub  # the plain conv, for _PendingConv's streamed tail
 
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
+    def forward(self, x: "torch.Tensor | _Pending") -> torch.Tensor:
+        if isinstance(x, _Pending):
+            y = x.module.tail(x.input) if x.module.tail is not None else None
+            if y is not None:
+                return y
+            x = x.module.conv(x.input)
         if x.shape[1] == self.in_channels:
             return self.plain(x)
         return F.pixel_shuffle(self.sub(x), self.r)
+
+
+class _Pending:
+    """An upsampling conv not yet run: ``module.conv(input)``. A SubPixelExit receiving it runs the conv
+    and itself as one streamed kernel (the conv's 256-channel output never stored) or, where that kernel
+    cannot run, the conv and then itself."""
+
+    def __init__(self, module: "_PendingConv", x: torch.Tensor) -> None:
+        self.module, self.input = module, x
+
+
+class _PendingConv(nn.Module):
+    """The last conv (+ ReLU) of an upsampling branch whose pixel shuffle SubPixelExit does: its output goes
+    only to the exit conv (the model declares ``exit_reads``), so it is handed over unrun."""
+
+    def __init__(self, conv: FusedConv, tail: StreamedTail | None) -> None:
+        super().__init__()
+        self.conv, self.tail = conv, tail
+
+    def forward(self, x: torch.Tensor) -> _Pending:
+        return _Pending(self, x)
+
+
+def _defer_last_conv(upsampler: nn.Module, sub: nn.Conv2d) -> None:
+    """Wrap each fused branch-final conv + ReLU (followed by the Identity left by _defer_last_shuffle) in a
+    _PendingConv carrying the streamed tail kernel for it and the sub-pixel exit conv ``sub``."""
+    for seq in [m for m in upsampler.modules() if isinstance(m, nn.Sequential)]:
+        mods = list(seq)
+        if len(mods) >= 2 and isinstance(mods[-1], nn.Identity) and type(mods[-2]) is FusedConv and mods[-2].relu:
+            seq[len(mods) - 2] = _PendingConv(mods[-2], StreamedTail.from_convs(mods[-2], sub))
 
 
 def _defer_last_shuffle(upsampler: nn.Module) -> int:
@@ -298,6 +359,9 @@ def prepare_fast(model: nn.Module, half: torch.dtype | None = None, fuse: bool =
         setattr(fast, fast.exit_conv, SubPixelExit(exit_conv))
     if fuse:
         _fuse(fast)
+        exit_module = getattr(fast, getattr(fast, "exit_conv", ""), None)
+        if isinstance(exit_module, SubPixelExit) and cpu_kernels.available():
+            _defer_last_conv(upsampler, exit_module.source)
     fast = fast.to(memory_format=torch.channels_last)
     if half is not None:
         fast = fast.to(half)

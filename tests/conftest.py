@@ -36,6 +36,14 @@ def device(request) -> torch.device:
          torch.backends.cudnn.deterministic, torch.backends.cudnn.benchmark) = saved
 
 
+@pytest.fixture
+def no_cpu_kernels(monkeypatch) -> None:
+    """The fast path without srkit.cpu_kernels' streamed kernels: oneDNN calls throughout, as on a CPU without
+    AVX-512 or where the kernels were not built."""
+    from srkit import cpu_kernels
+    monkeypatch.setattr(cpu_kernels, "_LIB", False)
+
+
 def io_atol(device: torch.device, cpu_atol: float) -> float:
     """The tolerance of a claim made on the CPU (``cpu_atol``) when the model runs on ``device``: on CUDA the
     float32 summation order differs from oneDNN's, which adds ``CUDA_FP32_ATOL``."""

@@ -7,6 +7,7 @@ import torch
 from carn import CARN, CARN_M
 from conftest import io_atol, load_ref
 from overnet import OverNet
+from srkit import cpu_kernels
 from srkit.complexity import multadds_1280x720, table
 from srkit.fast import prepare_fast, to_fast_input
 from srkit.layers import count_parameters
@@ -35,8 +36,17 @@ def test_multadds_count_is_resolution_proportional():
     assert count_parameters(net) == 414_811
 
 
+@pytest.mark.parametrize("kernels", ["streamed", "onednn"])
 @pytest.mark.parametrize("name", ["carn", "carn_m", "overnet_x2", "overnet_x3", "overnet_x4"])
-def test_fast_path_reproduces_the_authors_outputs(name, device):
+def test_fast_path_reproduces_the_authors_outputs(name, kernels, device, request):
+    """Both CPU forms of the fast path: with srkit.cpu_kernels' streamed kernels (where this CPU runs them)
+    and with oneDNN calls only."""
+    if kernels == "onednn":
+        if device.type != "cpu":
+            pytest.skip("the streamed kernels are CPU code: on CUDA both forms are the same")
+        request.getfixturevalue("no_cpu_kernels")
+    elif device.type == "cpu" and not cpu_kernels.available():
+        pytest.skip(f"srkit.cpu_kernels does not run here: {cpu_kernels.unavailable_reason()}")
     ref = load_ref(f"{name}_random_io.pt")
     if name.startswith("overnet"):
         net = OverNet(upscale={"overnet_x2": 3, "overnet_x3": 4, "overnet_x4": 5}[name])
@@ -128,7 +138,7 @@ def _broken_above(monkeypatch, pixels: int):
     monkeypatch.setattr(torch.ops.mkldnn, "_convolution_pointwise", Op(), raising=False)
 
 
-def test_an_unavailable_onednn_kernel_falls_back_and_says_so_once(monkeypatch):
+def test_an_unavailable_onednn_kernel_falls_back_and_says_so_once(monkeypatch, no_cpu_kernels):
     from srkit import fast as F
     if not F.ONEDNN_BUILD:
         pytest.skip("this PyTorch build has no oneDNN fused convolution: the plain ops always run")
@@ -143,7 +153,7 @@ def test_an_unavailable_onednn_kernel_falls_back_and_says_so_once(monkeypatch):
     assert len({str(w.message) for w in caught}) == 1  # one message, not one per conv
 
 
-def test_a_failure_on_real_inputs_is_not_swallowed(monkeypatch):
+def test_a_failure_on_real_inputs_is_not_swallowed(monkeypatch, no_cpu_kernels):
     from srkit import fast as F
     if not F.ONEDNN_BUILD:
         pytest.skip("this PyTorch build has no oneDNN fused convolution")
