@@ -5,7 +5,9 @@
   cascade buffer), its intermediates never stored;
 - ``StreamedTail``: the last x2 upsampling conv + ReLU + the sub-pixel exit conv + pixel shuffle, without the
   256-channel map;
-- ``fuse1x1``: a cascade's 1x1 fusion over the buffer's 64-channel blocks, bias and ReLU in the store.
+- ``fuse1x1``: a cascade's 1x1 fusion over the buffer's 64-channel blocks, bias and ReLU in the store;
+- ``StreamedConv3x3``: any other dense 3x3 conv from 64 channels to a multiple of 64 (CARN's x3 upsampling
+  conv, the first stage at x4), by rows.
 
 Each returns False / None when it cannot run here (no compiled kernel, a CPU without AVX-512, not float32
 on the CPU, gradients on), and the caller runs the oneDNN path instead: the two agree to rounding (tested).
@@ -45,7 +47,8 @@ def _library() -> ctypes.CDLL | None:
             p, i, long, pp = ctypes.c_void_p, ctypes.c_int, ctypes.c_long, ctypes.POINTER(ctypes.c_void_p)
             for name, args in (("srkit_resblock", [p, long, p, long, i, i, i, i, pp, pp, pp, p, p, i]),
                                ("srkit_subpixel_tail", [p, long, i, i, i, p, p, p, p, p, p, p, long, long, long, i]),
-                               ("srkit_fuse1x1", [p, long, i, long, p, p, p, long, i])):
+                               ("srkit_fuse1x1", [p, long, i, long, p, p, p, long, i]),
+                               ("srkit_conv3x3", [p, long, i, i, i, p, p, i, p, long, i])):
                 getattr(lib, name).argtypes = args
                 getattr(lib, name).restype = i
             _LIB = lib
@@ -203,15 +206,12 @@ class StreamedTail(nn.Module):
         self.groups = groups
 
     @classmethod
-    def from_convs(cls, up: nn.Module, exit_sub: nn.Conv2d) -> "StreamedTail | None":
-        """The kernel for ``up`` (an nn.Conv2d or a srkit.fast.FusedConv: weight, bias, groups, padding,
-        stride, dilation) and ``exit_sub``, or None when their shapes do not fit."""
-        w = up.weight
-        g = up.groups
-        if g not in (1, 4) or tuple(w.shape) != (256, 64 // g, 3, 3) or up.bias is None \
-                or tuple(up.padding) != (1, 1) or tuple(up.stride) != (1, 1) or tuple(up.dilation) != (1, 1) \
-                or tuple(exit_sub.weight.shape) != (12, 256, 3, 3) or tuple(exit_sub.padding) != (1, 1) \
-                or exit_sub.groups != 1 or exit_sub.bias is None:
+    def from_convs(cls, up: nn.Module, exit_sub: nn.Module) -> "StreamedTail | None":
+        """The kernel for ``up`` and ``exit_sub`` (each an nn.Conv2d or a srkit.fast.FusedConv: weight, bias,
+        groups, padding, stride, dilation), or None when their shapes do not fit."""
+        w, g = up.weight, up.groups
+        if g not in (1, 4) or tuple(w.shape) != (256, 64 // g, 3, 3) or not _plain_3x3(up) \
+                or tuple(exit_sub.weight.shape) != (12, 256, 3, 3) or exit_sub.groups != 1 or not _plain_3x3(exit_sub):
             return None
         return cls(w, up.bias, g, exit_sub.weight, exit_sub.bias)
 
@@ -230,6 +230,46 @@ class StreamedTail(nn.Module):
                                            self.ba.data_ptr(), self.we.data_ptr(), self.be.data_ptr(),
                                            self.mask.data_ptr(), y[i].data_ptr(), y.stride(2), y.stride(3),
                                            y.stride(1), torch.get_num_threads()), "srkit_subpixel_tail")
+        return y
+
+
+def _plain_3x3(conv: nn.Module) -> bool:
+    """3x3, stride 1, zero padding 1, with a bias (an nn.Conv2d or a srkit.fast.FusedConv)."""
+    return tuple(conv.weight.shape[2:]) == (3, 3) and tuple(conv.padding) == (1, 1) \
+        and tuple(conv.stride) == (1, 1) and tuple(conv.dilation) == (1, 1) and conv.bias is not None \
+        and getattr(conv, "padding_mode", "zeros") == "zeros"
+
+
+class StreamedConv3x3(nn.Module):
+    """A dense 3x3 conv with 64 input channels and 64 n outputs (+ bias, optional ReLU), streamed by rows as
+    Winograd F(4,3): the upsampling convs the x2 tail does not cover (x3, the first x2 stage at x4)."""
+
+    def __init__(self, weight: torch.Tensor, bias: torch.Tensor, relu: bool) -> None:
+        super().__init__()
+        self.out_channels, self.relu = weight.shape[0], relu
+        self.register_buffer("u", torch.cat([winograd_weights(c, 1) for c in weight.split(64)]))
+        self.register_buffer("b", bias.detach().float().contiguous())
+
+    @classmethod
+    def from_conv(cls, conv: nn.Module, relu: bool) -> "StreamedConv3x3 | None":
+        o, c = conv.weight.shape[:2]
+        if conv.groups != 1 or c != 64 or o % 64 or not _plain_3x3(conv):
+            return None
+        return cls(conv.weight, conv.bias, relu)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor | None:
+        """The conv's output (channels_last), or None when the kernel cannot run here."""
+        lib = _library()
+        xs = _pixel_stride(x)
+        if lib is None or xs is None or torch.is_grad_enabled() or x.shape[1] != 64 \
+                or any(t.device.type != "cpu" or t.dtype != torch.float32 for t in (x, self.u)):
+            return None
+        n, _, h, w = x.shape
+        y = torch.empty(n, self.out_channels, h, w, memory_format=torch.channels_last)
+        for i in range(n):
+            _check(lib.srkit_conv3x3(x[i].data_ptr(), xs, h, w, self.out_channels // 64, self.u.data_ptr(),
+                                     self.b.data_ptr(), int(self.relu), y[i].data_ptr(), y.stride(3),
+                                     torch.get_num_threads()), "srkit_conv3x3")
         return y
 
 

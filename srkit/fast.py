@@ -11,6 +11,10 @@
   block's output once into one NHWC buffer and run their 1x1 fusions as matrix products on its channel
   prefixes, instead of concatenating ever longer tensors; pixel shuffle gathers whole channel runs because
   the conv before it emits its channels in shuffle order;
+- on a CPU with AVX-512 where ``srkit.cpu_kernels`` is built, the 64-channel residual blocks, the cascades'
+  1x1 fusions, the x2 tail (last upsampling conv + sub-pixel exit) and other dense 3x3 convs from 64
+  channels run as streamed kernels instead of oneDNN calls: block outputs go straight into the cascade buffer and the 256-channel map of the tail is
+  never stored (elsewhere, and whenever they decline an input, the oneDNN form above runs);
 - optionally weights are cast to half precision (``half=``: fp16 on CUDA, bf16 on CPU; opt-in, it changes
   numerics).
 Run it under ``torch.inference_mode()`` with channels_last inputs (``to_fast_input``). ``fuse=False`` keeps
@@ -26,7 +30,7 @@ import torch.nn as nn
 import torch.nn.functional as F
 
 from srkit import cpu_kernels
-from srkit.cpu_kernels import StreamedResidual, StreamedTail
+from srkit.cpu_kernels import StreamedConv3x3, StreamedResidual, StreamedTail
 from srkit.layers import MeanShift
 
 # oneDNN's fused convolution (conv + post-ops), the kernel PyTorch's own CPU compiler emits; absent from
@@ -63,6 +67,8 @@ class FusedConv(nn.Module):
         self.padding, self.stride = list(conv.padding), list(conv.stride)
         self.dilation, self.groups = list(conv.dilation), conv.groups
         self._kernel_ok: dict[bool, bool] = {}  # per form (with a residual or not), probed on first use
+        # a dense 3x3 conv from 64 channels streamed by srkit.cpu_kernels (AVX-512 CPUs); None otherwise
+        self.streamed = StreamedConv3x3.from_conv(self, relu) if cpu_kernels.available() else None
 
     def _onednn(self, x: torch.Tensor, binary: bool) -> bool:
         # float32 only: oneDNN's bf16 kernels refuse CPUs without AVX512-BF16-class support, F.conv2d does not
@@ -101,6 +107,10 @@ class FusedConv(nn.Module):
         return torch.relu(y) if self.relu else y
 
     def forward(self, x: torch.Tensor, residual: torch.Tensor | None = None) -> torch.Tensor:
+        if residual is None and self.streamed is not None:
+            y = self.streamed(x)
+            if y is not None:
+                return y
         if self._onednn(x, residual is not None):
             return self._call(x, residual)
         return self._plain(x, residual)
@@ -226,7 +236,6 @@ class SubPixelExit(nn.Module):
                 sub.bias.copy_(exit_conv.bias.detach().repeat_interleave(r * r))
         self.r, self.in_channels = r, c
         self.plain, self.sub = FusedConv(exit_conv, relu=False), FusedConv(sub, relu=False)
-        self.source = sub  # the plain conv, for _PendingConv's streamed tail
 
     def forward(self, x: "torch.Tensor | _Pending") -> torch.Tensor:
         if isinstance(x, _Pending):
@@ -260,7 +269,7 @@ class _PendingConv(nn.Module):
         return _Pending(self, x)
 
 
-def _defer_last_conv(upsampler: nn.Module, sub: nn.Conv2d) -> None:
+def _defer_last_conv(upsampler: nn.Module, sub: FusedConv) -> None:
     """Wrap each fused branch-final conv + ReLU (followed by the Identity left by _defer_last_shuffle) in a
     _PendingConv carrying the streamed tail kernel for it and the sub-pixel exit conv ``sub``."""
     for seq in [m for m in upsampler.modules() if isinstance(m, nn.Sequential)]:
@@ -361,7 +370,7 @@ def prepare_fast(model: nn.Module, half: torch.dtype | None = None, fuse: bool =
         _fuse(fast)
         exit_module = getattr(fast, getattr(fast, "exit_conv", ""), None)
         if isinstance(exit_module, SubPixelExit) and cpu_kernels.available():
-            _defer_last_conv(upsampler, exit_module.source)
+            _defer_last_conv(upsampler, exit_module.sub)
     fast = fast.to(memory_format=torch.channels_last)
     if half is not None:
         fast = fast.to(half)

@@ -12,7 +12,7 @@ import torch.nn.functional as F
 
 from carn.blocks import EResidualBlock, ResidualBlock
 from srkit import cpu_kernels
-from srkit.cpu_kernels import StreamedResidual, StreamedTail, fuse1x1, pack_fuse
+from srkit.cpu_kernels import StreamedConv3x3, StreamedResidual, StreamedTail, fuse1x1, pack_fuse
 from srkit.fast import SubPixelExit
 from srkit.tolerances import FAST_PATH_ATOL
 
@@ -111,7 +111,7 @@ def test_streamed_tail_equals_upsample_conv_then_sub_pixel_exit(groups, winograd
     torch.manual_seed(1)
     up = nn.Conv2d(64, 256, 3, 1, 1, groups=groups)
     exit_conv = nn.Conv2d(64, 3, 3, 1, 1)
-    sub = SubPixelExit(exit_conv).source
+    sub = SubPixelExit(exit_conv).sub
     tail = StreamedTail.from_convs(up, sub)
     tail.winograd = winograd
     for h, w in SIZES:
@@ -123,6 +123,25 @@ def test_streamed_tail_equals_upsample_conv_then_sub_pixel_exit(groups, winograd
         assert err <= FAST_PATH_ATOL, (h, w, err)
     assert StreamedTail.from_convs(nn.Conv2d(64, 256, 1), sub) is None  # a 1x1 upsampling conv
     assert tail(x) is None  # gradients on
+
+
+@needs_kernels
+@pytest.mark.parametrize("relu", [True, False])
+def test_streamed_conv3x3_equals_the_conv(relu):
+    torch.manual_seed(3)
+    conv = nn.Conv2d(64, 192, 3, 1, 1)
+    streamed = StreamedConv3x3.from_conv(conv, relu)
+    for h, w in SIZES:
+        x = _nhwc(2, 64, h, w)
+        with torch.inference_mode():
+            got = streamed(x)
+        want = F.conv2d(x.double(), conv.weight.double(), conv.bias.double(), padding=1)
+        want = (torch.relu(want) if relu else want).float()
+        assert got.is_contiguous(memory_format=torch.channels_last)
+        assert (got - want).abs().max().item() <= FAST_PATH_ATOL, (h, w)
+    assert StreamedConv3x3.from_conv(nn.Conv2d(64, 96, 3, 1, 1), True) is None            # not 64 n outputs
+    assert StreamedConv3x3.from_conv(nn.Conv2d(64, 64, 3, 1, 1, groups=4), True) is None  # grouped
+    assert StreamedConv3x3.from_conv(nn.Conv2d(32, 64, 3, 1, 1), True) is None            # not 64 inputs
 
 
 @needs_kernels
