@@ -15,6 +15,7 @@ the copy; CARN's residual block 73 ms vs 155-175 ms; the x2 tail 87-104 ms (CARN
 - srkit_subpixel_tail: the last x2 upsampling conv + ReLU + the sub-pixel exit conv + pixel shuffle, with
   the 256-channel map in a ring of three rows instead of memory.
 - srkit_fuse1x1: a cascade's 1x1 fusion over the buffer's 64-channel blocks, bias and ReLU in the store.
+- srkit_conv3x3: any other dense 3x3 conv from 64 channels to 64 n, + bias (+ ReLU), by rows.
 
 The 3x3 convs run as 1-D Winograd F(4,3) along the row when the caller passes transformed weights (2x fewer
 multiplications; the dense convs gain 1.4-1.6x, the grouped ones little), else directly. Tensors are NHWC
@@ -27,6 +28,10 @@ band recomputes the halo rows it needs. AVX-512F only: the caller checks the CPU
 #include <string.h>
 
 #define MAX3 4        /* most 3x3 convs in one body */
+#define ABI 1         /* bump with any change of an exported function's arguments (srkit/cpu_kernels.py: _ABI) */
+
+/* The version of the exported functions' arguments: a library built from older source is not called. */
+int srkit_kernels_abi(void) { return ABI; }
 #define MAXTHREADS 64
 
 /* acc[p][m] += sum over input channels k < K of src[p * PS + k] * wk[k][m] for P pixels and M vectors of 16

@@ -26,6 +26,24 @@ import torch.nn as nn
 
 _LIB: ctypes.CDLL | None | bool = None  # None: not looked for yet; False: not usable here
 _WHY_NOT = ""
+_ABI = 1  # the argument lists below; srkit/_cpu_kernels.c's ABI must match
+
+
+def _load(path: Path) -> ctypes.CDLL:
+    """The library with its functions' argument types, or OSError (unloadable, or built from other source)."""
+    lib = ctypes.CDLL(str(path))
+    abi = getattr(lib, "srkit_kernels_abi", None)
+    if abi is None or abi() != _ABI:
+        raise OSError(f"{path.name} was built from another version of srkit/_cpu_kernels.c: "
+                      f"run pip install -e . again")
+    p, i, long, pp = ctypes.c_void_p, ctypes.c_int, ctypes.c_long, ctypes.POINTER(ctypes.c_void_p)
+    for name, args in (("srkit_resblock", [p, long, p, long, i, i, i, i, pp, pp, pp, p, p, i]),
+                       ("srkit_subpixel_tail", [p, long, i, i, i, p, p, p, p, p, p, p, long, long, long, i]),
+                       ("srkit_fuse1x1", [p, long, i, long, p, p, p, long, i]),
+                       ("srkit_conv3x3", [p, long, i, i, i, p, p, i, p, long, i])):
+        getattr(lib, name).argtypes = args
+        getattr(lib, name).restype = i
+    return lib
 
 
 def _library() -> ctypes.CDLL | None:
@@ -43,15 +61,10 @@ def _library() -> ctypes.CDLL | None:
         elif capability not in ("AVX512", "AMX"):
             _WHY_NOT = f"this CPU has no AVX-512 (torch reports {capability})"
         else:
-            lib = ctypes.CDLL(str(path))
-            p, i, long, pp = ctypes.c_void_p, ctypes.c_int, ctypes.c_long, ctypes.POINTER(ctypes.c_void_p)
-            for name, args in (("srkit_resblock", [p, long, p, long, i, i, i, i, pp, pp, pp, p, p, i]),
-                               ("srkit_subpixel_tail", [p, long, i, i, i, p, p, p, p, p, p, p, long, long, long, i]),
-                               ("srkit_fuse1x1", [p, long, i, long, p, p, p, long, i]),
-                               ("srkit_conv3x3", [p, long, i, i, i, p, p, i, p, long, i])):
-                getattr(lib, name).argtypes = args
-                getattr(lib, name).restype = i
-            _LIB = lib
+            try:
+                _LIB = _load(path)
+            except (OSError, AttributeError) as e:
+                _WHY_NOT = str(e).splitlines()[0] if str(e) else f"{path.name} could not be loaded"
     return _LIB or None
 
 

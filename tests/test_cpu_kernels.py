@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import platform
 import shutil
+from pathlib import Path
 
 import pytest
 import torch
@@ -156,6 +157,19 @@ def test_fuse1x1_equals_the_fusion_conv(blocks):
     want = torch.relu(rows.double() @ conv.weight.double().view(64, -1).t() + conv.bias.double()).float()
     assert (got - want).abs().max().item() <= FAST_PATH_ATOL
     assert pack_fuse(nn.Conv2d(96, 64, 1).weight) is None and pack_fuse(nn.Conv2d(128, 32, 1).weight) is None
+
+
+def test_a_library_from_other_source_is_not_called(monkeypatch, tmp_path):
+    """A stale build (its functions' arguments may differ) or a file that is no library: one clear reason,
+    and the oneDNN path."""
+    junk = tmp_path / "_cpu_kernels.so"
+    junk.write_bytes(b"not a shared library")
+    with pytest.raises(OSError):
+        cpu_kernels._load(junk)
+    if cpu_kernels.available():
+        monkeypatch.setattr(cpu_kernels, "_ABI", cpu_kernels._ABI + 1)
+        with pytest.raises(OSError, match="pip install -e . again"):
+            cpu_kernels._load(next(Path(cpu_kernels.__file__).parent.glob("_cpu_kernels*.so")))
 
 
 def test_turned_off_by_the_environment(monkeypatch):
