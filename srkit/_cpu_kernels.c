@@ -400,7 +400,8 @@ static void *run_tail(void *arg) {
     float *xr = alloc_zeroed(sizeof(float) * 3 * G * xlen);   /* [G][3 slots][xlen] */
     float *er = alloc_zeroed(sizeof(float) * 3 * elen);       /* [3 slots][elen] */
     float *out = alloc_zeroed(sizeof(float) * (size_t)wmax * 64);
-    float *v = alloc_zeroed(sizeof(float) * wino_scratch(K, 64)), *mt = alloc_zeroed(sizeof(float) * wino_scratch(K, 64));
+    float *v = alloc_zeroed(sizeof(float) * wino_scratch(K, 64));
+    float *mt = alloc_zeroed(sizeof(float) * wino_scratch(K, 64));
     if (!xr || !er || !out || !v || !mt) {
         j->failed = 1;
         free(xr); free(er); free(out); free(v); free(mt);
@@ -489,7 +490,8 @@ static void *run_fuse(void *arg) {
         const int np = j->p1 - p0 < 6 ? (int)(j->p1 - p0) : 6;
         if (np < 6) {
             memset(pad, 0, sizeof(pad));
-            for (int p = 0; p < np; p++) memcpy(pad + p * 64 * j->nchunks, src + p * j->bs, sizeof(float) * 64 * j->nchunks);
+            for (int p = 0; p < np; p++)
+                memcpy(pad + p * 64 * j->nchunks, src + p * j->bs, sizeof(float) * 64 * j->nchunks);
             src = pad;
             stride = 64 * j->nchunks;
         }
@@ -537,7 +539,8 @@ static void *run_conv(void *arg) {
     const int W = j->W, Wp = 4 * (((W + 3) / 4 + 5) / 6 * 6);
     const long xlen = (long)(Wp + 2) * 64;
     float *xr = alloc_zeroed(sizeof(float) * 3 * xlen), *out = alloc_zeroed(sizeof(float) * (size_t)Wp * 64);
-    float *v = alloc_zeroed(sizeof(float) * wino_scratch(64, 64)), *mt = alloc_zeroed(sizeof(float) * wino_scratch(64, 64));
+    float *v = alloc_zeroed(sizeof(float) * wino_scratch(64, 64));
+    float *mt = alloc_zeroed(sizeof(float) * wino_scratch(64, 64));
     if (!xr || !out || !v || !mt) {
         j->failed = 1;
         free(xr); free(out); free(v); free(mt);

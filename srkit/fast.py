@@ -13,8 +13,9 @@
   the conv before it emits its channels in shuffle order;
 - on a CPU with AVX-512 where ``srkit.cpu_kernels`` is built, the 64-channel residual blocks, the cascades'
   1x1 fusions, the x2 tail (last upsampling conv + sub-pixel exit) and other dense 3x3 convs from 64
-  channels run as streamed kernels instead of oneDNN calls: block outputs go straight into the cascade buffer and the 256-channel map of the tail is
-  never stored (elsewhere, and whenever they decline an input, the oneDNN form above runs);
+  channels run as streamed kernels instead of oneDNN calls: block outputs go straight into the cascade
+  buffer and the 256-channel map of the tail is never stored (elsewhere, and whenever they decline an
+  input, the oneDNN form above runs);
 - optionally weights are cast to half precision (``half=``: fp16 on CUDA, bf16 on CPU; opt-in, it changes
   numerics).
 Run it under ``torch.inference_mode()`` with channels_last inputs (``to_fast_input``). ``fuse=False`` keeps
