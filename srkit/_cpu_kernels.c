@@ -161,17 +161,23 @@ static void *alloc_zeroed(size_t bytes) {
 
 static int slot_of(int r) { return ((r % 3) + 3) % 3; }
 
+#define FAILED ((void *)1)  /* what a job returns when it could not get its row buffers */
+
 /* Run fn(job t) for t < n on n threads (the caller's thread is one of them); a thread that cannot be
-   started runs its job on the caller's thread. */
-static void parallel(void *(*fn)(void *), void *jobs, size_t job_size, int n) {
+   started runs its job on the caller's thread. Returns 0, or -2 when a job returned FAILED. */
+static int parallel(void *(*fn)(void *), void *jobs, size_t job_size, int n) {
     pthread_t th[MAXTHREADS];
-    int started[MAXTHREADS] = {0};
+    int started[MAXTHREADS] = {0}, failed = 0;
     for (int t = 1; t < n; t++) started[t] = pthread_create(&th[t], NULL, fn, (char *)jobs + t * job_size) == 0;
     for (int t = 1; t < n; t++)
-        if (!started[t]) fn((char *)jobs + t * job_size);
-    fn(jobs);
-    for (int t = 1; t < n; t++)
-        if (started[t]) pthread_join(th[t], NULL);
+        if (!started[t]) failed |= fn((char *)jobs + t * job_size) == FAILED;
+    failed |= fn(jobs) == FAILED;
+    for (int t = 1; t < n; t++) {
+        void *r = NULL;
+        if (started[t]) pthread_join(th[t], &r);
+        failed |= r == FAILED;
+    }
+    return failed ? -2 : 0;
 }
 
 static int clamp_threads(int n, long work) {
@@ -202,7 +208,6 @@ typedef struct {
     const float *u3[MAX3];          /* the same as Winograd F(4,3) weights [G][6][3K][K], or NULL: direct */
     const float *w1, *b1;           /* optional 1x1: packed [64][64], bias [64]; NULL if absent */
     int h0, h1;                     /* this thread's output rows */
-    int failed;
 } job_t;
 
 typedef struct {
@@ -292,9 +297,8 @@ static void *run(void *arg) {
     c.v = alloc_zeroed(sizeof(float) * wino_scratch(c.K, c.K));
     c.mt = alloc_zeroed(sizeof(float) * wino_scratch(c.K, c.K));
     if (!c.ring || !c.out || !c.t || !c.v || !c.mt) {
-        j->failed = 1;
         free(c.ring); free(c.out); free(c.t); free(c.v); free(c.mt);
-        return NULL;
+        return FAILED;
     }
     for (int s = 0; s < MAX3; s++) c.have[s][0] = c.have[s][1] = c.have[s][2] = INT32_MIN;
     const int last = j->n3 - 1, K = c.K;
@@ -338,10 +342,7 @@ int srkit_resblock(const float *x, long xs, float *y, long ys, int H, int W, int
         for (int s = 0; s < n3; s++) { jt.w3[s] = w3[s]; jt.u3[s] = u3 ? u3[s] : NULL; jt.b3[s] = b3[s]; }
         jobs[t] = jt;
     }
-    parallel(run, jobs, sizeof(job_t), n);
-    int failed = 0;
-    for (int t = 0; t < n; t++) failed |= jobs[t].failed;
-    return failed ? -2 : 0;
+    return parallel(run, jobs, sizeof(job_t), n);
 }
 
 /* Make the input ring xr ([G][3 slots][xlen], per-group padded rows) hold rows r-1..r+1 of x. */
@@ -373,7 +374,7 @@ typedef struct {
     const float *we, *be;           /* exit': [9 taps][4 phases][64][16], bias [16] (12 used) */
     const unsigned char *mask;      /* [9][4]: 1 where that tap and phase block has a nonzero weight */
     float *y; long sy, sx, sc;      /* output pixel (Y, X) channel o at y + Y * sy + X * sx + o * sc */
-    int h0, h1, failed;
+    int h0, h1;
 } tail_t;
 
 static inline __attribute__((always_inline)) void exit_block(const float *const *rows, const float *w,
@@ -403,9 +404,8 @@ static void *run_tail(void *arg) {
     float *v = alloc_zeroed(sizeof(float) * wino_scratch(K, 64));
     float *mt = alloc_zeroed(sizeof(float) * wino_scratch(K, 64));
     if (!xr || !er || !out || !v || !mt) {
-        j->failed = 1;
         free(xr); free(er); free(out); free(v); free(mt);
-        return NULL;
+        return FAILED;
     }
     int xhave[3] = {INT32_MIN, INT32_MIN, INT32_MIN}, ehave[3] = {INT32_MIN, INT32_MIN, INT32_MIN};
     const __m512 zero = _mm512_setzero_ps();
@@ -465,10 +465,7 @@ int srkit_subpixel_tail(const float *x, long xs, int H, int W, int G, const floa
         jobs[t] = (tail_t){.x = x, .xs = xs, .H = H, .W = W, .G = G, .wa = wa, .ua = ua, .ba = ba, .we = we, .be = be,
                            .mask = mask, .y = y, .sy = sy, .sx = sx, .sc = sc,
                            .h0 = (int)((long)H * t / n), .h1 = (int)((long)H * (t + 1) / n)};
-    parallel(run_tail, jobs, sizeof(tail_t), n);
-    int failed = 0;
-    for (int t = 0; t < n; t++) failed |= jobs[t].failed;
-    return failed ? -2 : 0;
+    return parallel(run_tail, jobs, sizeof(tail_t), n);
 }
 
 /* ---- A cascade's 1x1 fusion: y = relu(W [x_0 .. x_{n-1}] + b) over n 64-channel blocks of the cascade
@@ -521,8 +518,7 @@ int srkit_fuse1x1(const float *buf, long bs, int nchunks, long npix, const float
         jobs[t] = (fuse_t){.buf = buf, .bs = bs, .nchunks = nchunks, .p0 = p0, .p1 = p1 < npix ? p1 : npix,
                            .w = w, .b = b, .y = y, .ys = ys};
     }
-    parallel(run_fuse, jobs, sizeof(fuse_t), n);
-    return 0;
+    return parallel(run_fuse, jobs, sizeof(fuse_t), n);
 }
 
 /* ---- A dense 3x3 conv, 64 channels in, 64 n out (stride 1, zero padding 1), + bias, optional ReLU, streamed
@@ -531,7 +527,7 @@ typedef struct {
     const float *x; long xs; int H, W, nchunks, relu;
     const float *u, *b;             /* [nchunks][6][192][64], bias [64 nchunks] */
     float *y; long ys;
-    int h0, h1, failed;
+    int h0, h1;
 } conv_t;
 
 static void *run_conv(void *arg) {
@@ -542,9 +538,8 @@ static void *run_conv(void *arg) {
     float *v = alloc_zeroed(sizeof(float) * wino_scratch(64, 64));
     float *mt = alloc_zeroed(sizeof(float) * wino_scratch(64, 64));
     if (!xr || !out || !v || !mt) {
-        j->failed = 1;
         free(xr); free(out); free(v); free(mt);
-        return NULL;
+        return FAILED;
     }
     int have[3] = {INT32_MIN, INT32_MIN, INT32_MIN};
     const __m512 zero = _mm512_setzero_ps();
@@ -575,8 +570,5 @@ int srkit_conv3x3(const float *x, long xs, int H, int W, int nchunks, const floa
     for (int t = 0; t < n; t++)
         jobs[t] = (conv_t){.x = x, .xs = xs, .H = H, .W = W, .nchunks = nchunks, .relu = relu, .u = u, .b = b,
                            .y = y, .ys = ys, .h0 = (int)((long)H * t / n), .h1 = (int)((long)H * (t + 1) / n)};
-    parallel(run_conv, jobs, sizeof(conv_t), n);
-    int failed = 0;
-    for (int t = 0; t < n; t++) failed |= jobs[t].failed;
-    return failed ? -2 : 0;
+    return parallel(run_conv, jobs, sizeof(conv_t), n);
 }

@@ -89,6 +89,13 @@ def _pixel_stride(t: torch.Tensor) -> int | None:
     return None
 
 
+def _runnable(*tensors: torch.Tensor) -> ctypes.CDLL | None:
+    """The library, when the kernels can run on these tensors: float32 on the CPU, no autograd; else None."""
+    if torch.is_grad_enabled() or any(t.device.type != "cpu" or t.dtype != torch.float32 for t in tensors):
+        return None
+    return _library()
+
+
 def _overlap(a: torch.Tensor, b: torch.Tensor) -> bool:
     """Whether the memory spans of two tensors intersect (conservative: spans, not exact elements)."""
     def span(t: torch.Tensor) -> tuple[int, int]:
@@ -158,11 +165,9 @@ class StreamedResidual(nn.Module):
 
     def forward(self, x: torch.Tensor, out: torch.Tensor) -> bool:
         """Write ``relu(body(x) + x)`` into ``out``; False (nothing written) when the kernel cannot run here."""
-        lib = _library()
+        lib = _runnable(x, out, self.w3_0)
         xs, ys = _pixel_stride(x), _pixel_stride(out)
-        if lib is None or xs is None or ys is None or torch.is_grad_enabled() or x.shape != out.shape \
-                or x.shape[1] != 64 or _overlap(x, out) \
-                or any(t.device.type != "cpu" or t.dtype != torch.float32 for t in (x, out, self.w3_0)):
+        if lib is None or xs is None or ys is None or x.shape != out.shape or x.shape[1] != 64 or _overlap(x, out):
             return False
         p = ctypes.c_void_p
         w3 = (p * self.n3)(*[getattr(self, f"w3_{i}").data_ptr() for i in range(self.n3)])
@@ -230,10 +235,9 @@ class StreamedTail(nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor | None:
         """The 3-channel output at twice ``x``'s size (channels_last), or None when the kernel cannot run."""
-        lib = _library()
+        lib = _runnable(x, self.wa)
         xs = _pixel_stride(x)
-        if lib is None or xs is None or torch.is_grad_enabled() or x.shape[1] != 64 \
-                or any(t.device.type != "cpu" or t.dtype != torch.float32 for t in (x, self.wa)):
+        if lib is None or xs is None or x.shape[1] != 64:
             return None
         n, _, h, w = x.shape
         y = torch.empty(n, 3, 2 * h, 2 * w, memory_format=torch.channels_last)
@@ -272,10 +276,9 @@ class StreamedConv3x3(nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor | None:
         """The conv's output (channels_last), or None when the kernel cannot run here."""
-        lib = _library()
+        lib = _runnable(x, self.u)
         xs = _pixel_stride(x)
-        if lib is None or xs is None or torch.is_grad_enabled() or x.shape[1] != 64 \
-                or any(t.device.type != "cpu" or t.dtype != torch.float32 for t in (x, self.u)):
+        if lib is None or xs is None or x.shape[1] != 64:
             return None
         n, _, h, w = x.shape
         y = torch.empty(n, self.out_channels, h, w, memory_format=torch.channels_last)
@@ -298,10 +301,9 @@ def pack_fuse(weight: torch.Tensor) -> torch.Tensor | None:
 def fuse1x1(rows: torch.Tensor, packed: torch.Tensor, bias: torch.Tensor) -> torch.Tensor | None:
     """``relu(rows @ W^T + bias)`` for ``rows`` a [pixels, 64 n] view of the cascade buffer's first n blocks
     (row stride = the buffer's channels); None when the kernel cannot run here."""
-    lib = _library()
+    lib = _runnable(rows, packed, bias)
     npix, c = rows.shape
-    if lib is None or torch.is_grad_enabled() or rows.stride(1) != 1 or packed.numel() != c * 64 \
-            or any(t.device.type != "cpu" or t.dtype != torch.float32 for t in (rows, packed, bias)):
+    if lib is None or rows.stride(1) != 1 or packed.numel() != c * 64:
         return None
     y = torch.empty(npix, 64)
     _check(lib.srkit_fuse1x1(rows.data_ptr(), rows.stride(0), c // 64, npix, packed.data_ptr(), bias.data_ptr(),
