@@ -20,8 +20,8 @@ import h5py
 from PIL import Image
 from tqdm import tqdm
 
-from srkit.benchmark import crop_to_scale, make_lr
-from srkit.imageio import ImageError, read_rgb8
+from srkit.data.benchmark import crop_to_scale, make_lr
+from srkit.data.imageio import ImageError, read_rgb8
 
 SCALES = (2, 3, 4)
 

@@ -4,13 +4,13 @@ from __future__ import annotations
 import torch
 import torch.nn as nn
 
-from srkit.layers import cascade, pixel_shuffle_stages
+from srkit.core.layers import Fusion, cascade, pixel_shuffle_stages
 
 
 class BasicBlock(nn.Module):
     """Conv + ReLU (the 1x1 fusion convs of the cascades). Key: ``body.0``."""
 
-    relu_of_conv = True  # forward is relu(self.conv(x)): srkit.fast fuses it
+    fusion = Fusion.CONV_RELU  # forward is relu(self.conv(x)): the fast path fuses it
 
     def __init__(self, in_channels: int, out_channels: int, ksize: int = 1, stride: int = 1, pad: int = 0) -> None:
         super().__init__()
@@ -27,7 +27,7 @@ class BasicBlock(nn.Module):
 class ResidualBlock(nn.Module):
     """Fig. 3(a): conv3x3 - ReLU - conv3x3, identity added, then ReLU."""
 
-    relu_of_residual = True  # forward is relu(self.body(x) + x): srkit.fast fuses it
+    fusion = Fusion.RESIDUAL_RELU  # forward is relu(self.body(x) + x): the fast path fuses it
 
     def __init__(self, channels: int = 64) -> None:
         super().__init__()
@@ -41,7 +41,7 @@ class ResidualBlock(nn.Module):
 class EResidualBlock(nn.Module):
     """Fig. 3(c), residual-E: group conv3x3 - ReLU - group conv3x3 - ReLU - pointwise conv1x1, + x, ReLU."""
 
-    relu_of_residual = True  # forward is relu(self.body(x) + x): srkit.fast fuses it
+    fusion = Fusion.RESIDUAL_RELU  # forward is relu(self.body(x) + x): the fast path fuses it
 
     def __init__(self, channels: int = 64, group: int = 1) -> None:
         super().__init__()

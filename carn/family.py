@@ -1,4 +1,4 @@
-"""CARN and CARN-M as a model family of the engine (srkit.registry): flags <-> checkpoint shapes, the
+"""CARN and CARN-M as a model family of the engine (srkit.core.registry): flags <-> checkpoint shapes, the
 authors' recipe, the scales served."""
 from __future__ import annotations
 
@@ -7,9 +7,22 @@ from typing import Any, Mapping
 import torch
 
 from carn.net import CARN, CARN_M, CascadingNet
-from srkit.registry import ArchFlag, Example, Family, Recipe, register
+from srkit.core.registry import ArchFlag, Example, Family, Pretrained, Recipe, register
 
 DEFAULT_GROUP = {"carn": 1, "carn_m": 4}
+RELEASE = "https://raw.githubusercontent.com/nmhkahn/CARN-pytorch/master/checkpoint/"
+
+# The authors' released multi-scale weights (MIT). carn_m.pth's size and sha256 were measured on the file;
+# carn.pth is checked by its git blob SHA-1, the hash its repository records.
+PRETRAINED = (
+    Pretrained("carn", "carn.pth", RELEASE + "carn.pth", "MIT",
+               {"model": "carn", "group": 1, "reduce_upsample": False, "multi_scale": True},
+               git_blob_sha1="2b9fb1eb75a2fdd47c1a4cc75bc505a8fa4fb504"),
+    Pretrained("carn_m", "carn_m.pth", RELEASE + "carn_m.pth", "MIT",
+               {"model": "carn_m", "group": 4, "reduce_upsample": False, "multi_scale": True}, size=1670695,
+               sha256="d48a759a84509351facb6b7c6d5bd6edec98b98519b8c464ee4ab44d2ba964ff",
+               git_blob_sha1="8d53d106ae139203ebc9c70bb5ec03c0e7cb84bd"),
+)
 
 
 def _adam(params, lr: float) -> torch.optim.Optimizer:
@@ -29,7 +42,10 @@ class CarnFamily(Family):
                                "default 1 for carn, 4 for carn_m"),
         ArchFlag("reduce_upsample", bool, "1x1 instead of 3x3 upsampling convolutions"),
     )
+    extra_fields = {"multi_scale": bool, "scale": (int, type(None))}
+    # the authors' train.py defaults; their READMEs' commands set patch, batch, steps and decay (see README)
     recipe = Recipe(optimizer=_adam, lr=1e-4, max_steps=200_000, decay=150_000)
+    pretrained = PRETRAINED
     examples = tuple(Example(m, {"model": m, "multi_scale": True, "scale": None, "group": DEFAULT_GROUP[m],
                                  "reduce_upsample": False}, (2, 3, 4)) for m in ("carn", "carn_m"))
 

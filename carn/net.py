@@ -5,7 +5,7 @@ import torch
 import torch.nn as nn
 
 from carn.blocks import BasicBlock, CascadingBlock, UpsampleBlock
-from srkit.layers import MeanShift, cascade
+from srkit.core.layers import FastPath, MeanShift, cascade
 
 
 class CascadingNet(nn.Module):
@@ -14,8 +14,8 @@ class CascadingNet(nn.Module):
     The input is RGB in [0, 1]; the frozen ``sub_mean``/``add_mean`` layers remove and restore the DIV2K mean.
     """
 
-    exit_conv = "exit"  # add_mean shifts this conv's output (srkit.fast folds it into the bias)
-    exit_reads = "upsample"  # the exit conv reads the upsampler's output as it is (srkit.fast: SubPixelExit)
+    # add_mean shifts the exit conv's output, and the exit conv reads the upsampler's output as it is
+    fast_path = FastPath(exit_conv="exit", upsampler="upsample")
 
     def __init__(self, *, scale: int | None = None, multi_scale: bool = True, group: int = 1,
                  reduce_upsample: bool = False, efficient: bool = False, channels: int = 64) -> None:

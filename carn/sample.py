@@ -9,7 +9,7 @@
 import sys
 
 from carn.family import FAMILY
-from srkit import sample_cli
+from srkit.cli import sample as sample_cli
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -9,7 +9,7 @@ the model's own (1 for carn, 4 for carn_m).
 import sys
 
 from carn.family import FAMILY
-from srkit import train_cli
+from srkit.cli import train as train_cli
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -1,10 +1,10 @@
-"""Download the authors' released weights, verified against the manifest (srkit/manifest.json).
+"""Download released weights, verified against the manifest (every family's ``pretrained`` entries).
 
-    python checkpoint/download.py carn_m overnet_x4      # or: all
+    python checkpoint/download.py carn_m overnet_x4      # or: all (the same as srkit-download)
 """
 import sys
 
-from srkit.zoo import main
+from srkit.cli.download import main
 
 if __name__ == "__main__":
     sys.exit(main())

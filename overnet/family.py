@@ -1,4 +1,4 @@
-"""OverNet as a model family of the engine (srkit.registry): flags <-> checkpoint shapes, the authors'
+"""OverNet as a model family of the engine (srkit.core.registry): flags <-> checkpoint shapes, the authors'
 recipe (AdamP, the multi-scale loss), real-valued scales."""
 from __future__ import annotations
 
@@ -9,9 +9,18 @@ import torch
 from adamp import AdamP
 
 from overnet.net import OverNet
-from srkit.registry import ArchFlag, Example, Family, Recipe, register
+from srkit.core.registry import ArchFlag, Example, Family, Pretrained, Recipe, register
 
 UPSCALES = (3, 4, 5, 8)  # overscaling factors the pixel-shuffle stages can build (x2 would overscale nothing)
+RELEASE = "https://raw.githubusercontent.com/pbehjatii/OverNet-PyTorch/main/checkpoints/"
+LICENSE = "non-commercial research use only"
+
+# The authors' released single-scale models (x2, x3, x4: upscale = scale + 1), checked by their git blob SHA-1.
+PRETRAINED = tuple(
+    Pretrained(f"overnet_x{s}", f"OverNet_test_x{s}.pth.tar", f"{RELEASE}OverNet_test_x{s}.pth.tar", LICENSE,
+               {"upscale": s + 1, "group": 4}, git_blob_sha1=blob)
+    for s, blob in ((2, "81d0bc98c5f5c215212d433bb63a1a036375331f"), (3, "77b9875888639fa741dcbcf6f32d23afb42cdc7e"),
+                    (4, "3e22b729e91786a707ced9aa09bff5bf51e10dd0")))
 
 
 def _adamp(params, lr: float) -> torch.optim.Optimizer:
@@ -21,7 +30,7 @@ def _adamp(params, lr: float) -> torch.optim.Optimizer:
 class OverNetFamily(Family):
     name = "overnet"
     title = "OverNet"
-    paper = ("Behjati, Rodriguez, Mehri, Hwang, Gonzalez, Gonfaus: OverNet: Lightweight Multi-Scale "
+    paper = ("Behjati, Rodriguez, Mehri, Hupont, Fernandez Tena, Gonzalez: OverNet: Lightweight Multi-Scale "
              "Super-Resolution with Overscaling Network, WACV 2021")
     license = "non-commercial research use only (the authors' repository pbehjatii/OverNet-PyTorch)"
     models = ("overnet",)
@@ -33,9 +42,14 @@ class OverNetFamily(Family):
     recipe = Recipe(optimizer=_adamp, lr=1e-3, max_steps=600_000, decay=150_000, scales_per_step="all")
     examples = tuple(Example(f"overnet_x{s}", {"model": "overnet", "upscale": s + 1, "group": 4}, (s,))
                      for s in (2, 3, 4))
+    pretrained = PRETRAINED
 
     def build(self, arch: Mapping[str, Any]) -> OverNet:
-        return OverNet(upscale=int(arch.get("upscale", 3)), group=int(arch.get("group", 4)))
+        upscale, group = arch.get("upscale") or 3, arch.get("group") or 4
+        if upscale not in UPSCALES or 64 % group:
+            raise ValueError(f"no OverNet has upscale {upscale} and group {group} (upscale: one of "
+                             f"{', '.join(map(str, UPSCALES))}; group: a divisor of 64)")
+        return OverNet(upscale=upscale, group=group)
 
     def infer_flags(self, sd: Mapping[str, torch.Tensor]) -> dict | None:
         key = "upsample.up.body.0.weight_v"
@@ -63,6 +77,12 @@ class OverNetFamily(Family):
 
     def run_name(self, arch: Mapping[str, Any]) -> str:
         return f"overnet_x{arch['upscale'] - 1}"
+
+    def hub_variant(self, scale: int = 4, **kwargs: Any) -> str:
+        """``overnet(scale=2|3|4)``: the released model of that scale."""
+        if kwargs or scale not in (2, 3, 4):
+            raise ValueError(f"OverNet was released for x2, x3 and x4 (scale=2|3|4), not {scale}")
+        return f"overnet_x{scale}"
 
     def train_arch(self, scale: int, given: Mapping[str, Any]) -> dict:
         upscale = given.get("upscale") or (5 if scale == 0 else scale + 1)

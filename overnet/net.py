@@ -6,8 +6,8 @@ import torch
 import torch.nn as nn
 
 from overnet.ops import LDG, BasicConv2d, Scale, WNConv2d
-from srkit.layers import GlobalAvgPool, MeanShift, cascade, pixel_shuffle_stages
-from srkit.resize import bicubic_resize, sr_size
+from srkit.core.layers import FastPath, GlobalAvgPool, MeanShift, cascade, pixel_shuffle_stages
+from srkit.core.resize import bicubic_resize, sr_size
 
 
 class _Upsample(nn.Module):
@@ -35,7 +35,7 @@ class OverNet(nn.Module):
     ``group`` (groups of the upsampling conv, 4 in the paper). ``forward(x, scale)`` serves any real
     scale 1 < scale <= upscale; the output is ``sr_size(h, scale) x sr_size(w, scale)``."""
 
-    exit_conv = "exit1"  # add_mean shifts exit1's output plus the skip (srkit.fast folds it into the bias)
+    fast_path = FastPath(exit_conv="exit1")  # add_mean shifts exit1's output plus the skip
 
     def __init__(self, *, upscale: int = 3, group: int = 4, channels: int = 64) -> None:
         super().__init__()

@@ -5,7 +5,7 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-from srkit.layers import GlobalAvgPool, cascade
+from srkit.core.layers import Fusion, GlobalAvgPool, cascade
 
 
 class WNConv2d(nn.Conv2d):
@@ -70,7 +70,7 @@ class ResidualBlock(nn.Module):
 class BasicConv2d(nn.Module):
     """Weight-normalized conv + ReLU (the 1x1 reductions). Key: ``conv``."""
 
-    relu_of_conv = True  # forward is relu(self.conv(x)): srkit.fast fuses it
+    fusion = Fusion.CONV_RELU  # forward is relu(self.conv(x)): the fast path fuses it
 
     def __init__(self, in_channels: int, out_channels: int, ksize: int = 1) -> None:
         super().__init__()

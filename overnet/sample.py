@@ -10,7 +10,7 @@ folders: HR is cropped so HR/s is an integer size and LR is made with the MATLAB
 import sys
 
 from overnet.family import FAMILY
-from srkit import sample_cli
+from srkit.cli import sample as sample_cli
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -9,7 +9,7 @@ each of x2, x3 and x4 and the loss is L(x2) + L(x3) + L(x4). --upscale defaults 
 import sys
 
 from overnet.family import FAMILY
-from srkit import train_cli
+from srkit.cli import train as train_cli
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -15,11 +15,12 @@ from pathlib import Path
 
 import torch
 
-from srkit.models import load_model
-from srkit import metrics
-from srkit.benchmark import find_pairs, load_pair
-from srkit.imageio import write_png
-from srkit.sampler import Predictor, evaluate_folder, to_tensor, to_uint8, write_metrics
+from srkit.weights.load import load_model
+from srkit.data import metrics
+from srkit.data.benchmark import find_pairs, load_pair
+from srkit.data.imageio import write_png
+from srkit.inference.evaluate import evaluate_folder, write_metrics
+from srkit.inference.predictor import Predictor, to_tensor, to_uint8
 
 
 def sequential(net, benches, out: Path) -> tuple[float, float]:
@@ -40,7 +41,7 @@ def sequential(net, benches, out: Path) -> tuple[float, float]:
 
 
 def pipelined(net, benches, out: Path) -> tuple[float, float]:
-    predict = Predictor(net, retain_memory=True)  # as the sample CLI runs it
+    predict = Predictor(net)  # as the sample CLI runs it
     fwd, t0 = 0.0, time.perf_counter()
     for b in benches:
         for s in (2, 3, 4):

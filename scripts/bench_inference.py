@@ -1,43 +1,51 @@
-"""Inference speed: the authors' plain eager float32 forward vs this project's fast path, one process.
+"""Inference speed, 1280x720 output (input 1280/s x 720/s), median of --runs after a warm-up.
 
-    python scripts/bench_inference.py [--models carn_m carn overnet] [--scales 2 3 4] [--runs 5]
-    python scripts/bench_inference.py --ort --models carn_m carn overnet overnet_x4 --scales 2 3 4 --runs 3
+    python scripts/bench_inference.py                              # plain eager forward vs the fast path
+    python scripts/bench_inference.py --peers --json out.json      # the project vs ONNX Runtime and OpenVINO
+    python scripts/bench_inference.py --peers --project fast --kernels off
 
-``--ort`` compares the fast path with ONNX Runtime instead (see ``vs_ort``): each side in its own process.
+Without ``--peers``: the authors' plain eager float32 forward and the fast path (srkit.inference.fast) in one
+process, taking turns run by run so drift hits both; the speed-up, the max |fast - plain| and the achieved
+Mult-Adds/s as a share of this machine's float32 matmul peak (measured in the same run). On CUDA the fast path
+also runs in fp16.
 
-For a 1280x720 output (input 1280/s x 720/s) prints ms per image (median of --runs after a warm-up; the two
-paths alternate run by run so machine drift hits both), the speed-up, the max |fast - plain| difference, and
-achieved Mult-Adds/s as a fraction of this machine's measured float32 peak (a large matmul timed in the same run).
-
-On CPU it runs in two phases, because the allocator setting the fast path makes (srkit.memory) is
-process-wide and cannot be undone:
-1. glibc's default allocator, as the authors' code runs: plain vs the fast model rewrites (srkit.fast);
-2. after ``retain_freed_memory()``: plain again, and the full fast path (rewrites + retained memory).
-"speed-up" is phase-1 plain over phase-2 fast (what a user of the authors' code gains by switching); the
-other columns split it into the rewrites alone (phase 1) and the allocator alone (plain, phase 2 vs 1).
-On CUDA there is one phase, and the fast path also runs in fp16.
+``--peers`` (CPU): every side in its own process with the same thread count, taking turns, one run each:
+- the project as a user calls it: ``--project api`` (the default) is ``srkit.api``'s ``Upscaler`` with its
+  defaults (tiles chosen per image, fast path) on a tensor; ``--project fast`` forces the fast path on the whole
+  image (``prepare_fast``);
+- ONNX Runtime's CPU provider on the project's own ONNX export of the same weights (dynamic shapes);
+- OpenVINO (``pip install -r requirements-bench.txt``) on the same export, float32
+  (``INFERENCE_PRECISION_HINT=f32``), reshaped to the input's static shape (its best configuration).
+Outputs are compared. ``--kernels`` sets the project's streamed CPU kernels: auto (the best this CPU runs),
+avx512, avx2 (forced), off (oneDNN only). ``--json`` writes the results with the machine (date, CPU model, ISA,
+library versions) for scripts/perf_page.py, which makes docs/performance.md.
 """
 from __future__ import annotations
 
 import argparse
+import json
+import multiprocessing as mp
+import os
+import platform
 import statistics
+import tempfile
 import time
+from datetime import datetime, timezone
+from pathlib import Path
 
 import torch
 
-from srkit import registry
-from srkit.complexity import multadds_1280x720
-from srkit.fast import prepare_fast, to_fast_input
-from srkit.memory import retain_freed_memory
+from srkit.core import registry
+from srkit.core.complexity import multadds_1280x720
+from srkit.inference.fast import prepare_fast, to_fast_input
+
+KERNEL_ENV = {"auto": {}, "avx512": {"SRKIT_CPU_KERNELS": "avx512"}, "avx2": {"SRKIT_CPU_KERNELS": "avx2"},
+              "off": {"SRKIT_CPU_KERNELS": "off"}}
 
 
 def sync(device: torch.device) -> None:
     if device.type == "cuda":
         torch.cuda.synchronize()
-
-
-def _time(fn, runs: int, device: torch.device) -> float:
-    return time_alternating([fn], runs, device)[0]
 
 
 def time_alternating(fns: list, runs: int, device: torch.device) -> list[float]:
@@ -70,63 +78,70 @@ def peak_flops(device: torch.device, dtype=torch.float32) -> float:
     return n ** 3 / best
 
 
-def build(name: str, scale: float) -> torch.nn.Module:
-    """A registered family's reference model with random weights: ``name`` is a model ("carn", "carn_m",
-    "overnet"; a family with one example per scale, OverNet, uses the example made for ``scale``) or an
-    example's name ("overnet_x4")."""
+def build(name: str, scale: float) -> tuple[torch.nn.Module, dict]:
+    """A registered family's reference model with random weights and its arch: ``name`` is a model (a family
+    with one example per scale uses the example made for ``scale``) or an example's name."""
     by_name = {e.name: e for f in registry.families() for e in f.examples}
-    if name in by_name:  # an example by name, e.g. overnet_x4 at x2 or x2.5 (overscaled from x5)
+    if name in by_name:  # an example by name, e.g. one overscaling model at a lower or real scale
         ex, fam = by_name[name], registry.family_of_model(by_name[name].arch["model"])
     else:
         fam = registry.family_of_model(name)
         examples = [e for e in fam.examples if e.arch.get("model") == name]
         ex = next((e for e in examples if scale in e.scales), examples[0])
     torch.manual_seed(0)
-    return fam.build(ex.arch).eval()
+    return fam.build(ex.arch).eval(), {"family": fam.name, **ex.arch}
 
 
-def _case(name: str, s: int, device: torch.device):
-    net = build(name, s).to(device)
-    x = torch.rand(1, 3, round(720 / s), round(1280 / s), device=device)
-    return net, x, prepare_fast(net), to_fast_input(x)
+def shape_of(scale: float) -> tuple[int, int, int, int]:
+    return (1, 3, round(720 / scale), round(1280 / scale))
 
 
-def _pair(net, x, fast, xf, s: int, runs: int, device: torch.device) -> tuple[float, float, float]:
-    """(plain s, fast s, max |fast - plain|). The plain forward runs under no_grad, as the authors' code does."""
-    def plain():
-        with torch.no_grad():
-            return net(x, s)
+# ---- without --peers: plain vs fast in one process ---------------------------------------------------------
 
-    def quick():
-        with torch.inference_mode():
-            return fast(xf, s)
+def plain_vs_fast(models: list[str], scales: list[float], runs: int, device: torch.device) -> list[dict]:
+    peak = peak_flops(device)
+    name = torch.cuda.get_device_name() if device.type == "cuda" else f"CPU, {torch.get_num_threads()} threads"
+    print(f"device: {name}; measured fp32 matmul peak {peak / 1e9:.1f} G mult-adds/s", flush=True)
+    print(f"{'model':<11}{'scale':>6}{'plain ms':>10}{'fast ms':>10}{'speed-up':>10}{'max diff':>10}{'fast %peak':>11}"
+          + (f"{'fp16 ms':>10}{'fp16 x':>8}" if device.type == "cuda" else ""))
+    rows = []
+    for m in models:
+        for s in scales:
+            net, _ = build(m, s)
+            net = net.to(device)
+            x = torch.rand(*shape_of(s), device=device)
+            fast, xf = prepare_fast(net), to_fast_input(x)
 
-    plain_t, fast_t = time_alternating([plain, quick], runs, device)
-    return plain_t, fast_t, (quick().float() - plain()).abs().max().item()
+            def plain():
+                with torch.no_grad():
+                    return net(x, s)
+
+            def quick():
+                with torch.inference_mode():
+                    return fast(xf, s)
+            fns = [plain, quick]
+            if device.type == "cuda":
+                half, xh = prepare_fast(net, half=torch.float16), to_fast_input(x, torch.float16)
+
+                def halfp():
+                    with torch.inference_mode():
+                        return half(xh, s)
+                fns.append(halfp)
+            t = time_alternating(fns, runs, device)
+            diff = (quick().float() - plain()).abs().max().item()
+            ma = multadds_1280x720(build(m, s)[0], s, exact_input=False) * 1e9
+            row = {"model": m, "scale": s, "plain_ms": t[0] * 1e3, "fast_ms": t[1] * 1e3, "max_diff": diff}
+            line = (f"{m:<11}{s:>6g}{t[0] * 1e3:>10.1f}{t[1] * 1e3:>10.1f}{t[0] / t[1]:>9.2f}x{diff:>10.1e}"
+                    f"{100 * ma / t[1] / peak:>10.1f}%")
+            if device.type == "cuda":
+                row["fp16_ms"] = t[2] * 1e3
+                line += f"{t[2] * 1e3:>10.1f}{t[0] / t[2]:>7.2f}x"
+            print(line, flush=True)
+            rows.append(row)
+    return rows
 
 
-def _ort_worker(conn, onnx_path: str, threads: int, shape: tuple) -> None:
-    """ONNX Runtime's side: one session, timed runs on request (see ``vs_ort``)."""
-    import onnxruntime as ort
-    opts = ort.SessionOptions()
-    opts.intra_op_num_threads, opts.inter_op_num_threads = threads, 1
-    sess = ort.InferenceSession(onnx_path, opts, providers=["CPUExecutionProvider"])
-    x = torch.rand(*shape, generator=torch.Generator().manual_seed(0)).numpy()
-    _serve(conn, lambda: sess.run(None, {"lr": x})[0])
-
-
-def _project_worker(conn, name: str, scale: int, threads: int, shape: tuple) -> None:
-    """The project's side: the fast path with retained memory, as the command-line tools run it."""
-    torch.set_num_threads(threads)
-    retain_freed_memory()
-    fast = prepare_fast(build(name, scale))
-    x = to_fast_input(torch.rand(*shape, generator=torch.Generator().manual_seed(0)))
-
-    def run():
-        with torch.inference_mode():
-            return fast(x, scale).numpy()
-    _serve(conn, run)
-
+# ---- --peers: one process per side --------------------------------------------------------------------------
 
 def _serve(conn, fn) -> None:
     out = fn()  # warm-up
@@ -137,48 +152,108 @@ def _serve(conn, fn) -> None:
         conn.send(time.perf_counter() - t0)
 
 
-def vs_ort(name: str, s: int, runs: int) -> tuple[float, float, float]:
-    """(ORT s, project s, max |project - ORT|) for a 1280x720 output. Each side runs in its own process (same
-    thread count; ORT runs the project's own ONNX export of the same weights), and the two take turns, one run
-    each, so drift of the shared machine hits both; medians of ``runs``."""
-    import multiprocessing as mp
-    import tempfile
-    from pathlib import Path
+def _input(shape) -> torch.Tensor:
+    return torch.rand(*shape, generator=torch.Generator().manual_seed(0))
 
-    from srkit.export_onnx import export
+
+def _ort_worker(conn, onnx_path: str, threads: int, shape: tuple) -> None:
+    import onnxruntime as ort
+    opts = ort.SessionOptions()
+    opts.intra_op_num_threads, opts.inter_op_num_threads = threads, 1
+    sess = ort.InferenceSession(onnx_path, opts, providers=["CPUExecutionProvider"])
+    x = _input(shape).numpy()
+    _serve(conn, lambda: sess.run(None, {"lr": x})[0])
+
+
+def _openvino_worker(conn, onnx_path: str, threads: int, shape: tuple) -> None:
+    import openvino as ov
+    core = ov.Core()
+    model = core.read_model(onnx_path)
+    model.reshape({model.input(0): list(shape)})
+    compiled = core.compile_model(model, "CPU", {"INFERENCE_PRECISION_HINT": "f32",
+                                                 "INFERENCE_NUM_THREADS": str(threads)})
+    request = compiled.create_infer_request()
+    x = _input(shape).numpy()
+
+    def run():
+        request.infer({0: x})
+        return request.get_output_tensor(0).data.copy()
+    _serve(conn, run)
+
+
+def _project_worker(conn, name: str, scale: float, threads: int, shape: tuple, how: str, env: dict) -> None:
+    os.environ.update(env)  # this process only: the kernel choice is read when the kernels are first used
+    torch.set_num_threads(threads)
+    net, arch = build(name, scale)
+    x = _input(shape)
+    if how == "api":  # what a user of the three-line API gets: its defaults, on a tensor
+        from srkit.api import Upscaler
+        up = Upscaler(net, arch, torch.device("cpu"))
+        _serve(conn, lambda: up(x, scale).numpy())
+        return
+    fast, xf = prepare_fast(net), to_fast_input(x)
+
+    def run():
+        with torch.inference_mode():
+            return fast(xf, scale).clamp(0, 1).numpy()
+    _serve(conn, run)
+
+
+def peers(name: str, s: float, runs: int, how: str, kernels: str, sides: tuple[str, ...]) -> dict:
+    """Median ms of each side for a 1280x720 output, and max |project - peer|."""
+    from srkit.inference.export_onnx import export
     threads = torch.get_num_threads()
-    shape = (1, 3, round(720 / s), round(1280 / s))
+    shape = shape_of(s)
     ctx = mp.get_context("spawn")
     with tempfile.TemporaryDirectory() as tmp:
-        path = export(build(name, s), s, Path(tmp) / "model.onnx", fixed_hw=None if float(s).is_integer() else shape[2:])
-        sides = []
-        for target, args in ((_ort_worker, (str(path), threads, shape)),
-                             (_project_worker, (name, s, threads, shape))):
+        net, arch = build(name, s)
+        path = export(net, s, Path(tmp) / "model.onnx", fixed_hw=None if float(s).is_integer() else shape[2:], arch=arch)
+        targets = {"project": (_project_worker, (name, s, threads, shape, how, KERNEL_ENV[kernels])),
+                   "onnxruntime": (_ort_worker, (str(path), threads, shape)),
+                   "openvino": (_openvino_worker, (str(path), threads, shape))}
+        procs = {}
+        for side in ("project", *sides):
+            target, args = targets[side]
             parent, child = ctx.Pipe()
             proc = ctx.Process(target=target, args=(child, *args), daemon=True)
             proc.start()
-            sides.append((parent, proc))
-        outs = [conn.recv() for conn, _ in sides]  # both warmed up
-        times: list[list[float]] = [[], []]
+            procs[side] = (parent, proc)
+        outs = {side: conn.recv() for side, (conn, _) in procs.items()}  # all warmed up
+        times: dict[str, list[float]] = {side: [] for side in procs}
         for _ in range(runs):
-            for (conn, _), t in zip(sides, times):
+            for side, (conn, _) in procs.items():
                 conn.send("run")
-                t.append(conn.recv())
-        for conn, proc in sides:
+                times[side].append(conn.recv())
+        for conn, proc in procs.values():
             conn.send("stop")
             proc.join()
-    return statistics.median(times[0]), statistics.median(times[1]), float(abs(outs[1] - outs[0]).max())
+    row = {"model": name, "scale": s, **{f"{k}_ms": statistics.median(v) * 1e3 for k, v in times.items()}}
+    for side in sides:
+        row[f"{side}_diff"] = float(abs(outs["project"] - outs[side]).max())
+        row[f"project_vs_{side}"] = row[f"{side}_ms"] / row["project_ms"]
+    return row
 
 
-def main_ort(models: list[str], scales: list[int], runs: int) -> None:
-    print(f"ONNX Runtime (CPU provider) vs the project's fast path, {torch.get_num_threads()} threads each, "
-          f"1280x720 output, median of {runs} alternating runs")
-    print(f"{'model':<11}{'scale':>6}{'ORT ms':>10}{'project ms':>12}{'project/ORT':>13}{'max diff':>10}")
-    for m in models:
-        for s in scales:
-            ort_t, ours, diff = vs_ort(m, s, runs)
-            print(f"{m:<11}{s:>6}{ort_t * 1e3:>10.0f}{ours * 1e3:>12.0f}{ort_t / ours:>12.2f}x{diff:>10.1e}",
-                  flush=True)
+def machine() -> dict:
+    import numpy as np
+    info = {"date": datetime.now(timezone.utc).isoformat(timespec="seconds"), "platform": platform.platform(),
+            "python": platform.python_version(), "torch": torch.__version__, "numpy": np.__version__,
+            "threads": torch.get_num_threads(), "isa": torch.backends.cpu.get_cpu_capability()}
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                info["cpu"] = line.split(":", 1)[1].strip()
+                break
+    except OSError:
+        pass
+    for mod in ("onnxruntime", "openvino"):
+        try:
+            info[mod] = __import__(mod).__version__
+        except ImportError:
+            pass
+    from srkit.inference import cpu_kernels
+    info["kernels"] = cpu_kernels.variant() or f"none ({cpu_kernels.unavailable_reason()})"
+    return info
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -187,48 +262,36 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("--scales", type=float, nargs="+", default=[2, 3, 4])
     p.add_argument("--runs", type=int, default=5)
     p.add_argument("--cpu", action="store_true")
-    p.add_argument("--ort", action="store_true", help="compare with ONNX Runtime instead (CPU; see vs_ort)")
+    p.add_argument("--peers", action="store_true", help="the project vs ONNX Runtime and OpenVINO (CPU)")
+    p.add_argument("--project", choices=["api", "fast"], default="api")
+    p.add_argument("--kernels", choices=sorted(KERNEL_ENV), default="auto")
+    p.add_argument("--sides", nargs="+", choices=["onnxruntime", "openvino"], default=["onnxruntime", "openvino"])
+    p.add_argument("--json", type=Path, default=None, help="also write the results and the machine here")
+    p.add_argument("--label", default="", help="a name for this run in the JSON (e.g. 'API defaults, AVX-512')")
     args = p.parse_args(argv)
     args.scales = [int(s) if float(s).is_integer() else s for s in args.scales]
-    if args.ort:
-        main_ort(args.models, args.scales, args.runs)
-        return
-    device = torch.device("cuda" if torch.cuda.is_available() and not args.cpu else "cpu")
-    peak = peak_flops(device)
-    name = torch.cuda.get_device_name() if device.type == "cuda" else f"CPU, {torch.get_num_threads()} threads"
-    print(f"device: {name}; measured fp32 matmul peak {peak / 1e9:.1f} G mult-adds/s", flush=True)
-    cases = [(m, s) for m in args.models for s in args.scales]
-    if device.type == "cuda":
-        print(f"{'model':<8}{'scale':>6}{'plain ms':>10}{'fast ms':>10}{'speed-up':>10}{'max diff':>10}"
-              f"{'fast %peak':>11}{'fp16 ms':>10}{'fp16 x':>8}")
+    if args.peers:
+        cases = [(m, s) for m in args.models for s in args.scales]
+        print(f"the project ({args.project}, kernels {args.kernels}) vs {', '.join(args.sides)}, "
+              f"{torch.get_num_threads()} threads each, 1280x720 output, median of {args.runs} alternating runs")
+        rows = []
         for m, s in cases:
-            net, x, fast, xf = _case(m, s, device)
-            plain_t, fast_t, diff = _pair(net, x, fast, xf, s, args.runs, device)
-            half = prepare_fast(net, half=torch.float16)
-            xh = to_fast_input(x, torch.float16)
-            with torch.inference_mode():
-                h_t = _time(lambda: half(xh, s), args.runs, device)
-            ma = multadds_1280x720(net.cpu(), s, exact_input=False) * 1e9
-            print(f"{m:<8}{s:>6}{plain_t * 1e3:>10.1f}{fast_t * 1e3:>10.1f}{plain_t / fast_t:>9.2f}x{diff:>10.1e}"
-                  f"{100 * ma / fast_t / peak:>10.1f}%{h_t * 1e3:>10.1f}{plain_t / h_t:>7.2f}x", flush=True)
-        return
-    phase1 = {}
-    for m, s in cases:  # glibc's default allocator: how the authors' code runs
-        phase1[m, s] = _pair(*_case(m, s, device), s, args.runs, device)
-        print(f"  phase 1 {m} x{s}: plain {phase1[m, s][0] * 1e3:.0f} ms, rewrites {phase1[m, s][1] * 1e3:.0f} ms",
-              flush=True)
-    retained = retain_freed_memory()
-    peak = max(peak, peak_flops(device))  # the machine's speed drifts: the better of two measurements
-    print(f"retain_freed_memory(): {retained}; fp32 matmul peak, best of both measurements {peak / 1e9:.1f} G/s")
-    print(f"{'model':<8}{'scale':>6}{'plain ms':>10}{'fast ms':>10}{'speed-up':>10}{'rewrites':>10}"
-          f"{'allocator':>10}{'max diff':>10}{'fast %peak':>11}")
-    for m, s in cases:
-        net, x, fast, xf = _case(m, s, device)
-        plain2, fast2, diff = _pair(net, x, fast, xf, s, args.runs, device)
-        plain1, fast1, diff1 = phase1[m, s]
-        ma = multadds_1280x720(net, s, exact_input=False) * 1e9
-        print(f"{m:<8}{s:>6}{plain1 * 1e3:>10.0f}{fast2 * 1e3:>10.0f}{plain1 / fast2:>9.2f}x{plain1 / fast1:>9.2f}x"
-              f"{plain1 / plain2:>9.2f}x{max(diff, diff1):>10.1e}{100 * ma / fast2 / peak:>10.1f}%", flush=True)
+            row = peers(m, s, args.runs, args.project, args.kernels, tuple(args.sides))
+            rows.append(row)
+            print(f"{m:<11} x{s:<5g} project {row['project_ms']:>7.0f} ms  " + "  ".join(
+                f"{side} {row[f'{side}_ms']:>7.0f} ms ({row[f'project_vs_{side}']:.2f}x, diff "
+                f"{row[f'{side}_diff']:.1e})" for side in args.sides), flush=True)
+        result = {"kind": "peers", "label": args.label, "project": args.project, "kernels": args.kernels,
+                  "runs": args.runs, "rows": rows}
+    else:
+        device = torch.device("cuda" if torch.cuda.is_available() and not args.cpu else "cpu")
+        result = {"kind": "plain_vs_fast", "label": args.label, "device": str(device), "runs": args.runs,
+                  "rows": plain_vs_fast(args.models, args.scales, args.runs, device)}
+    if args.json:
+        result["machine"] = machine()
+        args.json.parent.mkdir(parents=True, exist_ok=True)
+        args.json.write_text(json.dumps(result, indent=2))
+        print(f"wrote {args.json}")
 
 
 if __name__ == "__main__":

@@ -4,7 +4,7 @@
 
 Each case is one fresh process running ``carn/sample.py --input`` (the CLI a user runs) on a random LR image
 of the given size; it reports its own peak resident memory (ru_maxrss) and the output megapixels per second.
-Three settings per size: the default (fast path, retained allocator: srkit.memory), the fast path with
+Three settings per size: the default (fast path, retained allocator: srkit.inference.memory), the fast path with
 glibc's default allocator (``SRKIT_NO_RETAIN=1``), and ``--plain`` (the authors' eager forward, default
 allocator). Memory counts everything the process holds: weights, tiles, the uint8 output, the PNG encoder.
 """
@@ -25,7 +25,7 @@ ROOT = Path(__file__).resolve().parents[1]
 CHILD = r"""
 import json, resource, sys, time
 if {no_retain}:
-    import srkit.memory as m
+    import srkit.inference.memory as m
     m.retain_freed_memory = lambda: False  # this child keeps glibc's default allocator
 from carn import sample
 t0 = time.perf_counter()

@@ -21,8 +21,8 @@ import torch
 from torch.utils.data import DataLoader
 
 from carn import CARN_M
-from srkit.train_data import StepBatches
-from srkit.trainer import _as_is, _one_thread
+from srkit.data.train_data import StepBatches
+from srkit.training.trainer import _as_is, loader_worker_init as _one_thread
 
 
 class AuthorsCropping(StepBatches):

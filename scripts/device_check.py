@@ -25,6 +25,7 @@ Exit status 1 if a check fails (a test, the float32 PSNR, the distributed run).
 from __future__ import annotations
 
 import argparse
+import copy
 import os
 import shutil
 import subprocess
@@ -37,12 +38,14 @@ import numpy as np
 import torch
 
 from bench_inference import build, sync, time_alternating  # scripts/ is this script's own folder
-from srkit import train_cli
-from srkit.fast import prepare_fast, to_fast_input
-from srkit.imageio import read_rgb8
-from srkit.models import load_model
-from srkit.sampler import Predictor, evaluate_folder, to_tensor
-from srkit.tolerances import CUDA_FP32_ATOL, PSNR_REPRO_DB
+from srkit.api import Upscaler
+from srkit.cli import train as train_cli
+from srkit.core.tolerances import CUDA_FP32_ATOL, PSNR_REPRO_DB
+from srkit.data.imageio import read_rgb8
+from srkit.inference.evaluate import evaluate_folder
+from srkit.inference.fast import prepare_fast, to_fast_input
+from srkit.inference.predictor import Predictor, to_tensor
+from srkit.weights.load import load_model
 
 ROOT = Path(__file__).resolve().parents[1]
 STAGED = ROOT / "device_data"
@@ -50,9 +53,9 @@ SHARED = ROOT.parent / "shared"
 MODELS = ("carn_m", "carn", "overnet")
 SCALES = (2, 3, 4)
 FULL = {"datasets": ("Set5", "Set14"), "hw": (720, 1280), "runs": 5, "batch": 64, "patch": 64, "warm": 5,
-        "steps": 20, "workers": 6}
+        "steps": 20, "workers": 6, "big": (1536, 2048)}
 TOY = {"datasets": ("Set5",), "hw": (48, 64), "runs": 1, "batch": 4, "patch": 16, "warm": 2, "steps": 3,
-       "workers": 0}
+       "workers": 0, "big": (96, 128)}
 
 
 def find_data(given: str | None) -> Path | None:
@@ -68,6 +71,11 @@ def stage() -> None:
     shutil.copy2(SHARED / "checkpoints" / "carn_m.pth", STAGED / "checkpoints" / "carn_m.pth")
     for name in FULL["datasets"]:
         shutil.copytree(SHARED / "benchmark" / name, STAGED / "benchmark" / name, dirs_exist_ok=True)
+    # the reference outputs the device tests compare with (the training-step files are left: 46 MB)
+    (STAGED / "reference").mkdir(exist_ok=True)
+    for ref in (SHARED / "reference").iterdir():
+        if not ref.name.startswith("train_steps_"):
+            shutil.copy2(ref, STAGED / "reference" / ref.name)
     size = sum(p.stat().st_size for p in STAGED.rglob("*") if p.is_file())
     print(f"staged {STAGED} ({size / 2**20:.1f} MiB): name it in the device run's carry")
 
@@ -80,12 +88,13 @@ def _fp32_exact() -> None:
 
 def section_tests(device: torch.device) -> tuple[str, bool]:
     if device.type == "cuda":
-        r = subprocess.run([sys.executable, "-m", "pytest", "-q", "-k", "cuda", "tests"], cwd=ROOT,
-                           capture_output=True, text=True)
+        data = find_data(None)
+        env = {**os.environ, **({"SRKIT_SHARED": str(data)} if data is not None else {})}
+        r = subprocess.run([sys.executable, "-m", "pytest", "-q", "-rs", "-k", "cuda", "tests"], cwd=ROOT,
+                           capture_output=True, text=True, env=env)
         last = (r.stdout.strip().splitlines() or ["no output"])[-1]
         ok = r.returncode == 0
-        if not ok:
-            print(r.stdout[-4000:], r.stderr[-2000:], sep="\n")
+        print(r.stdout[-4000:], r.stderr[-2000:], sep="\n")  # failures and skip reasons, for the log
         return f"| device tests on CUDA (`pytest -k cuda`) | {last} |", ok
     r = subprocess.run([sys.executable, "-m", "pytest", "-q", "--collect-only", "-k", "cpu", "tests"], cwd=ROOT,
                        capture_output=True, text=True)
@@ -136,48 +145,84 @@ def _peak(fn, device: torch.device) -> str:
 
 
 def section_speed(device: torch.device, sizes: dict) -> list[str]:
+    """The plain forward and the fast path in each activation layout (NCHW, channels_last), float32 and half;
+    the default layout of each precision is marked *."""
     half = torch.float16 if device.type == "cuda" else torch.bfloat16
     hname = "fp16" if device.type == "cuda" else "bf16"
     h, w = sizes["hw"]
-    rows = [f"| model | scale | plain fp32 ms | fast fp32 ms | fast {hname} ms | fast fp32 x | fast {hname} x "
-            f"| peak GiB plain / fast {hname} |", "|---|---|---|---|---|---|---|---|"]
+    variants = [("plain fp32 NCHW", None, None, False), ("plain fp32 NHWC", None, None, True),
+                ("fast fp32 NCHW", torch.float32, None, False), ("fast fp32 NHWC", torch.float32, None, True),
+                (f"fast {hname} NCHW", half, half, False), (f"fast {hname} NHWC", half, half, True)]
+    defaults = {("fast", False): prepare_default(device, None), ("fast", True): prepare_default(device, half)}
+    head = [name + (" *" if name.startswith("fast") and defaults[("fast", name.startswith(f"fast {hname}"))] ==
+                    name.endswith("NHWC") else "") for name, *_ in variants]
+    rows = ["| model | scale | " + " | ".join(f"{n} ms" for n in head) + f" | peak GiB plain / fast {hname} |",
+            "|---|---|" + "---|" * (len(variants) + 1)]
     for m in MODELS:
         for s in SCALES:
-            net = build(m, s).to(device)
+            net = build(m, s)[0].to(device)
             x = torch.rand(1, 3, h // s, w // s, device=device)
-            fast, fhalf = prepare_fast(net), prepare_fast(net, half=half)
-            xf, xh = to_fast_input(x), to_fast_input(x, half)
+            fns = []
+            for name, dtype, halfd, nhwc in variants:
+                if dtype is None:
+                    xx = x.contiguous(memory_format=torch.channels_last if nhwc else torch.contiguous_format)
+                    mm = copy.deepcopy(net).to(memory_format=torch.channels_last) if nhwc else net
 
-            def plain():
-                with torch.no_grad():
-                    return net(x, s)
+                    def fn(mm=mm, xx=xx):
+                        with torch.no_grad():
+                            return mm(xx, s)
+                else:
+                    fast = prepare_fast(net, half=halfd, nhwc=nhwc)
+                    xx = to_fast_input(x, halfd, nhwc)
 
-            def quick():
-                with torch.inference_mode():
-                    return fast(xf, s)
-
-            def halfp():
-                with torch.inference_mode():
-                    return fhalf(xh, s)
-            tp, tf, th = time_alternating([plain, quick, halfp], sizes["runs"], device)
-            rows.append(f"| {m} | x{s} | {tp * 1e3:.1f} | {tf * 1e3:.1f} | {th * 1e3:.1f} | {tp / tf:.2f}x | "
-                        f"{tp / th:.2f}x | {_peak(plain, device)} / {_peak(halfp, device)} |")
+                    def fn(fast=fast, xx=xx):
+                        with torch.inference_mode():
+                            return fast(xx, s)
+                fns.append(fn)
+            times = time_alternating(fns, sizes["runs"], device)
+            rows.append(f"| {m} | x{s} | " + " | ".join(f"{t * 1e3:.1f}" for t in times) +
+                        f" | {_peak(fns[0], device)} / {_peak(fns[5], device)} |")
     return rows
 
 
-def _train_data(tmp: Path) -> tuple[Path, Path]:
-    """A DIV2K-layout h5 from scikit-image's photographs (each at least 300 px: patch 64 at x2 needs 128)."""
+def prepare_default(device: torch.device, half) -> bool:
+    from srkit.inference.fast import nhwc_for
+    return nhwc_for(device, half)
+
+
+def section_api(device: torch.device, sizes: dict) -> list[str]:
+    """The three-line API with its defaults (tiles chosen from the memory available now): a 720p output and
+    a large x4 image; the tiles it chose, the time, the peak memory."""
+    rows = ["| case | input | tiles chosen | ms | peak GiB |", "|---|---|---|---|---|"]
+    for m, s, hw in (("carn_m", 2, (sizes["hw"][0] // 2, sizes["hw"][1] // 2)), ("carn_m", 4, sizes["big"]),
+                     ("overnet", 4, sizes["big"])):
+        net, arch = build(m, s)
+        up = Upscaler(net, arch, device)
+        x = torch.rand(1, 3, *hw, device=device)
+        tiles = up.predict.tiles(*hw, s)
+        t = time_alternating([lambda: up(x, s)], max(1, sizes["runs"] // 2), device)[0]
+        rows.append(f"| {m} x{s} | {hw[1]}x{hw[0]} | {'whole image' if tiles == (0, 0) else f'{tiles[1]}x{tiles[0]}'} "
+                    f"| {t * 1e3:.0f} | {_peak(lambda: up(x, s), device)} |")
+    return rows
+
+
+def _train_data(tmp: Path, count: int) -> tuple[Path, Path]:
+    """A DIV2K-layout h5 of ``count`` 256-px crops (offsets and flips) of scikit-image's photographs: the
+    authors' sampling needs a batch of images, and patch 64 at x2 needs 128 px."""
     import div2h5
     from PIL import Image
     from skimage import data as skdata
     hr_dir, val = tmp / "DIV2K" / "DIV2K_train_HR", tmp / "valid"
     hr_dir.mkdir(parents=True)
     val.mkdir()
-    for i, name in enumerate(("astronaut", "coffee", "chelsea", "rocket"), 1):
-        img = np.asarray(getattr(skdata, name)())[:, :, :3]
-        Image.fromarray(img).save(hr_dir / f"{i:04d}.png")
-        if i <= 2:
-            Image.fromarray(img[:96, :120]).save(val / f"{name}.png")
+    photos = [np.asarray(getattr(skdata, n)())[:, :, :3] for n in ("astronaut", "coffee", "chelsea", "rocket")]
+    for i in range(count):
+        img, k = photos[i % 4], i // 4
+        y, x = (k * 37) % (img.shape[0] - 255), (k * 53) % (img.shape[1] - 255)
+        crop = img[y:y + 256, x:x + 256]
+        Image.fromarray(np.ascontiguousarray(crop[:, ::-1] if k % 2 else crop)).save(hr_dir / f"{i + 1:04d}.png")
+    for i, img in enumerate(photos[:2]):
+        Image.fromarray(np.ascontiguousarray(img[:96, :120])).save(val / f"{i}.png")
     h5 = tmp / "train.h5"
     if div2h5.main(["--div2k", str(tmp / "DIV2K"), "--out", str(h5)]) != 0:
         raise RuntimeError("div2h5 failed")
@@ -194,7 +239,7 @@ def _steps_per_s(run_dir: Path, warm: int) -> float:
 
 
 def section_training(device: torch.device, sizes: dict, tmp: Path) -> list[str]:
-    h5, val = _train_data(tmp)
+    h5, val = _train_data(tmp, sizes["batch"])
     amps = ("off", "fp16", "bf16") if device.type == "cuda" else ("off",)
     rows = ["| model (x2) | batch x patch | " + " | ".join(f"steps/s amp {a}" for a in amps) + " |",
             "|---|---|" + "---|" * len(amps)]
@@ -259,6 +304,8 @@ def main(argv: list[str] | None = None) -> int:
 
     def note(title: str) -> None:
         print(f"[{time.perf_counter() - t0:6.1f} s] {title}", file=sys.stderr, flush=True)
+        if args.out:  # the report so far: a run stopped at a time limit still leaves its finished sections
+            Path(args.out).write_text("\n".join(out) + "\n")
 
     note("tests")
     line, good = section_tests(device)
@@ -270,7 +317,10 @@ def main(argv: list[str] | None = None) -> int:
     out += ["", "## Released CARN-M, Y-channel PSNR (dB)", "", *rows]
     note("speed")
     out += ["", f"## Forward time, {sizes['hw'][1]}x{sizes['hw'][0]} output, median of {sizes['runs']} "
-            "(float32 with TF32 off, cuDNN defaults)", "", *section_speed(device, sizes)]
+            "(float32 with TF32 off, cuDNN defaults; * marks the fast path's default layout)", "",
+            *section_speed(device, sizes)]
+    note("api")
+    out += ["", "## The API with its defaults", "", *section_api(device, sizes)]
     with tempfile.TemporaryDirectory() as tmp:
         note("training")
         out += ["", "## Training speed", "", *section_training(device, sizes, Path(tmp))]

@@ -15,11 +15,11 @@ import matplotlib
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt
 
-from srkit import metrics
+from srkit.data import metrics
 from srkit.api import load
-from srkit.imageio import read_rgb8
-from srkit.imresize import imresize
-from srkit.sampler import to_tensor, to_uint8
+from srkit.data.imageio import read_rgb8
+from srkit.data.imresize import imresize
+from srkit.inference.predictor import to_tensor, to_uint8
 
 
 def main() -> None:

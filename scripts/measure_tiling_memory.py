@@ -18,7 +18,7 @@ ROOT = Path(__file__).resolve().parents[1]
 CHILD = r"""
 import json, resource, time, torch
 from carn import CARN_M
-from srkit.tiling import forward_tiled
+from srkit.inference.tiling import forward_tiled
 size, tile = {size}, {tile}
 resource.setrlimit(resource.RLIMIT_AS, ({cap}, {cap}))
 net = CARN_M().eval()

@@ -10,10 +10,10 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from srkit.models import load_model
-from srkit import metrics
-from srkit.benchmark import find_pairs, load_pair
-from srkit.sampler import to_tensor, to_uint8
+from srkit.weights.load import load_model
+from srkit.data import metrics
+from srkit.data.benchmark import find_pairs, load_pair
+from srkit.inference.predictor import to_tensor, to_uint8
 
 
 def main() -> None:

@@ -17,11 +17,13 @@ from pathlib import Path
 
 import torch
 
-from srkit import registry, zoo
-from srkit.benchmark import scale_tag
-from srkit.benchmark_download import DEFAULT_ROOT, SETS
-from srkit.models import load_model
-from srkit.sampler import Predictor, evaluate_folder
+from srkit.core import registry
+from srkit.weights import zoo
+from srkit.data.benchmark import scale_tag
+from srkit.data.download import DEFAULT_ROOT, SETS
+from srkit.weights.load import load_model
+from srkit.inference.evaluate import evaluate_folder
+from srkit.inference.predictor import Predictor
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -66,7 +68,7 @@ def _weights(asked: list[str] | None) -> list[tuple[str, str]]:
     if asked:
         return [tuple(w.split("=", 1)) if "=" in w else (w, w) for w in asked]
     here = zoo.weights_dir()
-    return [(n, n) for n, e in zoo.manifest().items() if (here / e["file"]).is_file()]
+    return [(n, n) for n, e in zoo.manifest().items() if (here / e.file).is_file()]
 
 
 def main(argv: list[str] | None = None) -> None:

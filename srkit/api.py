@@ -1,42 +1,56 @@
-"""A three-line Python API:
+"""The Python API in three lines:
 
     from srkit.api import load
-    sr = load("carn_m")                                 # manifest name (downloaded if missing) or a path
+    sr = load(NAME)                                     # released weights by name (downloaded if missing), or a path
     big = sr(Image.open("photo.png"), scale=2)          # PIL image in, PIL image out (any mode)
 
-A float tensor (N,3,H,W) in [0, 1] works too and returns a tensor. Large images are tiled; CUDA is used
-when available. Any registered family (srkit.registry) loads; the architecture is read from the checkpoint.
-``load(..., retain_memory=True)`` additionally makes the process keep freed memory for reuse on CPU
-(srkit.memory: faster, but process-wide and permanent, so a library call never does it unasked).
+A float tensor (N,3,H,W) in [0, 1] works too and returns a tensor in [0, 1] (clamped, as images are). Any
+output scale above 1 works: a scale the model serves runs natively (a model may serve real scales, see
+``Family.check_scale``), others run at the nearest served scale above and are brought down with the MATLAB-compatible
+bicubic imresize. The defaults are the fast ones: the fast path, and tiles chosen per image from the memory
+available (the whole image when it fits). CUDA is used when available. Nothing here changes process-wide state.
+
+``load_model`` (the bare ``nn.Module`` and its architecture flags) and ``write_report`` are here too.
 """
 from __future__ import annotations
 
 import torch
 from PIL import Image
 
-from srkit.models import load_model
-from srkit.sampler import Predictor, pick_device
-from srkit.upscale import upscale_pil
+from srkit.core import registry
+from srkit.inference.predictor import Predictor, at_output_scale, pick_device
+from srkit.inference.upscale import upscale_pil
+from srkit.report import write_report
+from srkit.weights.load import load_model
+
+__all__ = ["Upscaler", "load", "load_model", "write_report"]
 
 
 class Upscaler:
-    """A loaded model with tiling and the fast path; call it with an image and a scale."""
+    """A loaded model with tiling and the fast path; call it with an image and an output scale."""
 
-    def __init__(self, model: torch.nn.Module, arch: dict, device: torch.device, tile: int = 512,
-                 overlap: int = 20, self_ensemble: bool = False, retain_memory: bool = False) -> None:
+    def __init__(self, model: torch.nn.Module, arch: dict, device: torch.device, tile: int | None = None,
+                 overlap: int = 20, self_ensemble: bool = False, half: bool = False) -> None:
         self.arch, self.device = arch, device
-        self.predict = Predictor(model.to(device), tile=tile, overlap=overlap, ensemble=self_ensemble,
-                                 retain_memory=retain_memory)
+        self.family = registry.get(arch["family"])
+        self.predict = Predictor(model.to(device), tile=tile, overlap=overlap, ensemble=self_ensemble, half=half)
+        self._at: dict[float, object] = {}
+
+    def _for(self, scale: float):
+        if scale not in self._at:
+            self._at[scale] = at_output_scale(self.predict, self.family, self.arch, scale)
+        return self._at[scale]
 
     def __call__(self, image: Image.Image | torch.Tensor, scale: float = 2) -> Image.Image | torch.Tensor:
+        predict = self._for(scale)  # ValueError, in one line, for a scale that cannot be reached
         if isinstance(image, torch.Tensor):
-            return self.predict(image.to(self.device).float(), scale)
-        return upscale_pil(self.predict, image, scale, self.device)
+            return predict(image.to(self.device).float(), scale).clamp(0, 1)
+        return upscale_pil(predict, image, scale, self.device)
 
 
 def load(name_or_path: str, device: str | torch.device | None = None, **kwargs) -> Upscaler:
     """Load any registered family's weights by manifest name or checkpoint path (architecture read from it).
-    ``kwargs`` go to :class:`Upscaler` (tile, overlap, self_ensemble, retain_memory)."""
+    ``kwargs`` go to :class:`Upscaler` (tile, overlap, self_ensemble, half)."""
     net, arch = load_model(name_or_path)
     dev = torch.device(device) if device is not None else pick_device(False)
     return Upscaler(net, arch, dev, **kwargs)

@@ -2,13 +2,22 @@
 reason when it is absent; everything else makes its own data."""
 from __future__ import annotations
 
+import contextlib
+import dataclasses
+import hashlib
+import http.server
+import os
+import threading
+import urllib.parse
 from pathlib import Path
+from typing import Callable, Iterator, Sequence
 
 import pytest
 import torch
 
 ROOT = Path(__file__).resolve().parents[1]
-SHARED = ROOT.parent / "shared"
+# ../shared beside the clone; SRKIT_SHARED names another copy (scripts/device_check.py stages one)
+SHARED = Path(os.environ.get("SRKIT_SHARED") or ROOT.parent / "shared")
 
 
 # Every model / fast-path / tiling / self-ensemble / training-step / half-precision test takes the ``device``
@@ -38,16 +47,16 @@ def device(request) -> torch.device:
 
 @pytest.fixture
 def no_cpu_kernels(monkeypatch) -> None:
-    """The fast path without srkit.cpu_kernels' streamed kernels: oneDNN calls throughout, as on a CPU without
+    """The fast path without srkit.inference.cpu_kernels' streamed kernels: oneDNN calls throughout, as on a CPU without
     AVX-512 or where the kernels were not built."""
-    from srkit import cpu_kernels
+    from srkit.inference import cpu_kernels
     monkeypatch.setattr(cpu_kernels, "_LIB", False)
 
 
 def io_atol(device: torch.device, cpu_atol: float) -> float:
     """The tolerance of a claim made on the CPU (``cpu_atol``) when the model runs on ``device``: on CUDA the
     float32 summation order differs from oneDNN's, which adds ``CUDA_FP32_ATOL``."""
-    from srkit.tolerances import CUDA_FP32_ATOL
+    from srkit.core.tolerances import CUDA_FP32_ATOL
     return cpu_atol if device.type == "cpu" else cpu_atol + CUDA_FP32_ATOL
 
 
@@ -83,3 +92,82 @@ def div2k(tmp_path_factory):
     h5 = root / "train.h5"
     assert div2h5.main(["--div2k", str(div), "--out", str(h5)]) == 0
     return h5, val, div
+
+
+def run_dir(sample_dir: Path) -> Path:
+    """The one checkpoint folder (``<name>-<sha256[:8]>``) an evaluation wrote under ``sample_dir``."""
+    found = [p for p in Path(sample_dir).iterdir() if p.is_dir() and "-" in p.name]
+    assert len(found) == 1, found
+    return found[0]
+
+
+@contextlib.contextmanager
+def serve(handle: Callable[[http.server.BaseHTTPRequestHandler], None]) -> Iterator[str]:
+    """A real HTTP server on 127.0.0.1 whose GET requests ``handle(handler)`` answers; yields its base URL."""
+    class Handler(http.server.BaseHTTPRequestHandler):
+        def do_GET(self):  # noqa: N802
+            try:
+                handle(self)
+            except (BrokenPipeError, ConnectionResetError):
+                pass
+
+        def log_message(self, *a):
+            pass
+
+    srv = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+    srv.daemon_threads = True
+    thread = threading.Thread(target=srv.serve_forever, daemon=True)
+    thread.start()
+    try:
+        yield f"http://127.0.0.1:{srv.server_address[1]}"
+    finally:
+        srv.shutdown()
+        srv.server_close()
+
+
+def serve_files(files: dict[str, bytes], requests: list | None = None) -> contextlib.AbstractContextManager[str]:
+    """A loopback server of ``files`` (path without the leading slash -> bytes); 404 for anything else."""
+    def handle(h):
+        path = urllib.parse.unquote(h.path.lstrip("/"))
+        if requests is not None:
+            requests.append(path)
+        data = files.get(path)
+        if data is None:
+            h.send_error(404)
+            return
+        h.send_response(200)
+        h.send_header("Content-Length", str(len(data)))
+        h.end_headers()
+        h.wfile.write(data)
+    return serve(handle)
+
+
+def synthetic_weights(monkeypatch, name: str, payload: bytes, url: str):
+    """Make the released-weights entry ``name`` expect ``payload`` at ``url`` (for this test only)."""
+    from srkit.core import registry
+    fam, entry = registry.pretrained()[name]
+    new = dataclasses.replace(entry, url=url, size=len(payload), sha256=hashlib.sha256(payload).hexdigest(),
+                              git_blob_sha1=hashlib.sha1(b"blob %d\0" % len(payload) + payload).hexdigest())
+    monkeypatch.setattr(fam, "pretrained", tuple(new if p.name == name else p for p in fam.pretrained))
+    return new
+
+
+@pytest.fixture(scope="session")
+def random_carn_m(tmp_path_factory) -> Path:
+    """A CARN-M with random weights (seed 0), saved with its architecture flags."""
+    from srkit.core import registry
+    from srkit.core.checkpoint import save_weights
+    path = tmp_path_factory.mktemp("w") / "random_carn_m.pth"
+    fam = registry.get("carn")
+    arch = next(e.arch for e in fam.examples if e.arch["model"] == "carn_m")
+    torch.manual_seed(0)
+    save_weights(path, fam.build(arch).state_dict(), {"family": "carn", **arch})
+    return path
+
+
+def train_argv(h5: Path, val: Path, run_dir: Path, steps: int, extra: Sequence[str] = (), name: str = "run",
+               batch: int = 4, patch: int = 16) -> list[str]:
+    """The flags of a small CPU training run into ``run_dir/name`` (loader in this process)."""
+    return ["--ckpt_name", name, "--ckpt_dir", str(run_dir), "--train_data_path", str(h5), "--valid_data_path",
+            str(val), "--patch_size", str(patch), "--batch_size", str(batch), "--max_steps", str(steps),
+            "--print_interval", str(steps), "--workers", "0", "--cpu", *extra]

@@ -7,10 +7,10 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from srkit import prepare_benchmark
-from srkit.benchmark import DatasetError, find_pairs, load_pair
-from srkit.imageio import ImageError
-from srkit.imresize import imresize
+from srkit.cli import prepare_benchmark
+from srkit.data.benchmark import DatasetError, find_pairs, load_pair
+from srkit.data.imageio import ImageError
+from srkit.data.imresize import imresize
 
 
 def _png(path, arr):

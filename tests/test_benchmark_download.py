@@ -15,11 +15,12 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from srkit import benchmark_download as bd
-from srkit import zoo
-from srkit.benchmark import find_pairs, load_pair
-from srkit.imresize import imresize
-from srkit.tolerances import PSNR_REPRO_DB
+from srkit.data import download as bd
+from srkit.weights import zoo
+from srkit.data.benchmark import find_pairs, load_pair
+from srkit.data.imresize import imresize
+from srkit.core.tolerances import PSNR_REPRO_DB
+from conftest import run_dir
 
 
 def _png(arr: np.ndarray) -> bytes:
@@ -147,6 +148,6 @@ def test_the_main_job_in_one_command_from_a_mirror(tmp_path, monkeypatch, capsys
     assert rc == 0
     out, err = capsys.readouterr()
     assert "carn_m: fetching carn_m.pth" in err and "license: MIT" in err and "fetching Set5" in err
-    summary = json.loads((tmp_path / "s" / "carn_m" / "summary.json").read_text())["results"]
+    summary = json.loads((run_dir(tmp_path / "s") / "summary.json").read_text())["results"]
     x4 = next(r for r in summary if r["scale"] == 4)
     assert abs(x4["psnr"] - 31.865) <= PSNR_REPRO_DB and "Set5" in out

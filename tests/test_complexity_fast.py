@@ -7,11 +7,11 @@ import torch
 from carn import CARN, CARN_M
 from conftest import io_atol, load_ref
 from overnet import OverNet
-from srkit import cpu_kernels
-from srkit.complexity import multadds_1280x720, table
-from srkit.fast import prepare_fast, to_fast_input
-from srkit.layers import count_parameters
-from srkit.tolerances import FAST_PATH_ATOL
+from srkit.inference import cpu_kernels
+from srkit.core.complexity import multadds_1280x720, table
+from srkit.inference.fast import prepare_fast, to_fast_input
+from srkit.core.layers import count_parameters
+from srkit.core.tolerances import FAST_PATH_ATOL
 
 PAPER_G = {("carn", 2): 222.8, ("carn", 4): 90.9, ("carn_m", 2): 91.2, ("carn_m", 4): 32.5}
 
@@ -28,7 +28,7 @@ def test_multadds_and_params_reproduce_the_paper():
 
 def test_multadds_count_is_resolution_proportional():
     net = CARN_M()
-    from srkit.complexity import conv_multadds
+    from srkit.core.complexity import conv_multadds
     small = conv_multadds(net, torch.zeros(1, 3, 9, 16), 4)
     big = conv_multadds(net, torch.zeros(1, 3, 18, 32), 4)
     assert big == 4 * small
@@ -39,14 +39,14 @@ def test_multadds_count_is_resolution_proportional():
 @pytest.mark.parametrize("kernels", ["streamed", "onednn"])
 @pytest.mark.parametrize("name", ["carn", "carn_m", "overnet_x2", "overnet_x3", "overnet_x4"])
 def test_fast_path_reproduces_the_authors_outputs(name, kernels, device, request):
-    """Both CPU forms of the fast path: with srkit.cpu_kernels' streamed kernels (where this CPU runs them)
+    """Both CPU forms of the fast path: with srkit.inference.cpu_kernels' streamed kernels (where this CPU runs them)
     and with oneDNN calls only."""
     if kernels == "onednn":
         if device.type != "cpu":
             pytest.skip("the streamed kernels are CPU code: on CUDA both forms are the same")
         request.getfixturevalue("no_cpu_kernels")
     elif device.type == "cpu" and not cpu_kernels.available():
-        pytest.skip(f"srkit.cpu_kernels does not run here: {cpu_kernels.unavailable_reason()}")
+        pytest.skip(f"srkit.inference.cpu_kernels does not run here: {cpu_kernels.unavailable_reason()}")
     ref = load_ref(f"{name}_random_io.pt")
     if name.startswith("overnet"):
         net = OverNet(upscale={"overnet_x2": 3, "overnet_x3": 4, "overnet_x4": 5}[name])
@@ -64,14 +64,14 @@ def test_fast_path_reproduces_the_authors_outputs(name, kernels, device, request
 
 
 def _fused_parts(net: torch.nn.Module) -> dict[str, int]:
-    from srkit import fast as F
+    from srkit.inference import fast as F
     kinds = {"conv": F.FusedConv, "fuse": F.CascadeFuse, "residual": F.FusedResidual, "shuffle": F._ShuffleNHWC}
     return {k: sum(isinstance(m, t) for m in net.modules()) for k, t in kinds.items()}
 
 
 def test_fast_path_fuses_what_it_claims():
     # CARN-M: 3 blocks x 3 fuses + 3 global fuses; 1 shared residual-E per block; shuffles: x3 one, x4 its
-    # first (each final x2 stage's shuffle is done by the SubPixelExit, after the exit conv)
+    # first (each final x2 stage's shuffle is done by a SubPixelTail, after the exit conv)
     parts = _fused_parts(prepare_fast(CARN_M()))
     assert parts["fuse"] == 12 and parts["residual"] == 3 and parts["shuffle"] == 2
     assert not any(isinstance(m, (torch.nn.PixelShuffle, torch.nn.ReLU)) for m in prepare_fast(CARN()).modules())
@@ -81,7 +81,7 @@ def test_fast_path_fuses_what_it_claims():
 
 @pytest.mark.parametrize("groups,r", [(1, 2), (4, 2), (1, 3), (4, 3)])
 def test_reordered_pixel_shuffle_equals_conv_relu_shuffle(groups, r):
-    from srkit.fast import _fuse_sequence
+    from srkit.inference.fast import _fuse_sequence
     torch.manual_seed(0)
     seq = torch.nn.Sequential(torch.nn.Conv2d(16, 16 * r * r, 3, 1, 1, groups=groups), torch.nn.ReLU(),
                               torch.nn.PixelShuffle(r))
@@ -108,8 +108,8 @@ def test_fused_modules_fall_back_to_plain_ops_with_grad():
 
 
 def test_buffered_cascade_equals_concatenation():
-    from srkit.fast import CascadeFuse
-    from srkit.layers import cascade
+    from srkit.inference.fast import CascadeFuse
+    from srkit.core.layers import cascade
     torch.manual_seed(0)
     convs = [torch.nn.Conv2d(8 * (i + 2), 8, 1) for i in range(3)]
     blocks = [torch.nn.Conv2d(8, 8, 3, 1, 1) for _ in range(3)]
@@ -139,7 +139,7 @@ def _broken_above(monkeypatch, pixels: int):
 
 
 def test_an_unavailable_onednn_kernel_falls_back_and_says_so_once(monkeypatch, no_cpu_kernels):
-    from srkit import fast as F
+    from srkit.inference import fast as F
     if not F.ONEDNN_BUILD:
         pytest.skip("this PyTorch build has no oneDNN fused convolution: the plain ops always run")
     _broken_above(monkeypatch, 0)  # the probe fails too: the kernel is unavailable
@@ -154,7 +154,7 @@ def test_an_unavailable_onednn_kernel_falls_back_and_says_so_once(monkeypatch, n
 
 
 def test_a_failure_on_real_inputs_is_not_swallowed(monkeypatch, no_cpu_kernels):
-    from srkit import fast as F
+    from srkit.inference import fast as F
     if not F.ONEDNN_BUILD:
         pytest.skip("this PyTorch build has no oneDNN fused convolution")
     _broken_above(monkeypatch, 16)  # the tiny probe works; the real call fails (as out-of-memory would)
@@ -164,9 +164,11 @@ def test_a_failure_on_real_inputs_is_not_swallowed(monkeypatch, no_cpu_kernels):
 
 
 def test_sub_pixel_exit_equals_exit_of_the_shuffled_map():
-    """The exit conv run on the low-resolution map (srkit.fast.SubPixelExit) is the same sum as on the
-    pixel-shuffled map, borders included; the CARN fast path uses it for its x2 stages (x2, x4), not x3."""
-    from srkit.fast import SubPixelExit
+    """The exit conv run on the low-resolution map (srkit.inference.fast.SubPixelExit) is the same sum as on the
+    pixel-shuffled map, borders included. The CARN fast path moves the exit conv into every upsampling branch
+    (the model declares that it reads the upsampler's output as it is): a last x2 stage becomes a SubPixelTail
+    (x2, x4), the x3 branch keeps its shuffle and ends in the exit conv. Every module takes and returns tensors."""
+    from srkit.inference.fast import FusedConv, SubPixelExit, SubPixelTail, _ShuffleNHWC
     torch.manual_seed(0)
     exit_conv = torch.nn.Conv2d(64, 3, 3, 1, 1)
     x = torch.rand(1, 256, 13, 17)
@@ -174,10 +176,9 @@ def test_sub_pixel_exit_equals_exit_of_the_shuffled_map():
         want = exit_conv(torch.nn.functional.pixel_shuffle(x, 2))
         got = SubPixelExit(exit_conv)(x.contiguous(memory_format=torch.channels_last))
         assert (got - want).abs().max().item() <= FAST_PATH_ATOL
-        y = torch.rand(1, 64, 9, 8)
-        assert (SubPixelExit(exit_conv)(y) - exit_conv(y)).abs().max().item() <= FAST_PATH_ATOL
     fast = prepare_fast(CARN_M().eval())
-    shuffles = {name: [type(m).__name__ for m in branch.modules() if "Shuffle" in type(m).__name__]
-                for name, branch in fast.upsample.named_children()}
-    assert isinstance(fast.exit, SubPixelExit)
-    assert shuffles == {"up2": [], "up3": ["_ShuffleNHWC"], "up4": ["_ShuffleNHWC"]}
+    ends = {name: [type(m) for m in branch.body] for name, branch in fast.upsample.named_children()}
+    assert isinstance(fast.exit, torch.nn.Identity) and isinstance(fast.add_mean, torch.nn.Identity)
+    assert ends["up2"] == [SubPixelTail]
+    assert ends["up3"] == [FusedConv, _ShuffleNHWC, FusedConv] and not fast.upsample.up3.body[-1].relu
+    assert ends["up4"] == [FusedConv, _ShuffleNHWC, SubPixelTail]

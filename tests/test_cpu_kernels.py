@@ -1,4 +1,4 @@
-"""srkit.cpu_kernels: the streamed residual block, x2 tail and cascade fusion against float64 references, at
+"""srkit.inference.cpu_kernels: the streamed residual block, x2 tail and cascade fusion against float64 references, at
 odd sizes, thread counts, batch sizes and strided destinations; and where they must decline to run."""
 from __future__ import annotations
 
@@ -12,15 +12,15 @@ import torch.nn as nn
 import torch.nn.functional as F
 
 from carn.blocks import EResidualBlock, ResidualBlock
-from srkit import cpu_kernels
-from srkit.cpu_kernels import StreamedConv3x3, StreamedResidual, StreamedTail, fuse1x1, pack_fuse
-from srkit.fast import SubPixelExit
-from srkit.tolerances import FAST_PATH_ATOL
+from srkit.inference import cpu_kernels
+from srkit.inference.cpu_kernels import StreamedConv3x3, StreamedResidual, StreamedTail, fuse1x1, pack_fuse
+from srkit.inference.fast import SubPixelExit
+from srkit.core.tolerances import FAST_PATH_ATOL
 
 SIZES = [(1, 1), (1, 7), (6, 1), (5, 3), (37, 53), (29, 113)]  # widths below / across the kernels' blocks
 
 needs_kernels = pytest.mark.skipif(not cpu_kernels.available(),
-                                   reason=f"srkit.cpu_kernels does not run here: {cpu_kernels.unavailable_reason()}")
+                                   reason=f"srkit.inference.cpu_kernels does not run here: {cpu_kernels.unavailable_reason()}")
 
 
 def test_the_kernels_are_built_where_they_can_run():

@@ -7,7 +7,7 @@ import subprocess
 import sys
 
 from conftest import ROOT, SHARED
-from srkit.tolerances import CUDA_FP32_ATOL, HALF_PSNR_DB, PSNR_REPRO_DB
+from srkit.core.tolerances import CUDA_FP32_ATOL, HALF_PSNR_DB, PSNR_REPRO_DB
 
 
 def test_device_check_cpu_mode_reports_every_section(tmp_path):
@@ -18,9 +18,10 @@ def test_device_check_cpu_mode_reports_every_section(tmp_path):
     report = out.read_text()
     assert "all checks passed" in report
     assert int(re.search(r"\| (\d+) tests \|", report).group(1)) > 10  # the device-parametrised tests
-    speed = re.findall(r"^\| (carn_m|carn|overnet) \| x([234]) \| ([\d.]+) \| ([\d.]+) \| ([\d.]+) \| ([\d.]+)x \|",
-                       report, re.M)
+    speed = re.findall(r"^\| (carn_m|carn|overnet) \| x([234]) \|" + r" ([\d.]+) \|" * 6, report, re.M)
     assert len(speed) == 9 and all(float(t) > 0 for row in speed for t in row[2:])
+    api = re.findall(r"^\| (carn_m|overnet) x([24]) \| (\d+)x(\d+) \| (whole image|\d+x\d+) \| (\d+) \|", report, re.M)
+    assert len(api) == 3 and api[0][4] == "whole image"
     train = re.findall(r"^\| (carn_m|carn|overnet) \| 4 x 16 \| ([\d.]+) \|", report, re.M)
     assert [m for m, _ in train] == ["carn_m", "carn", "overnet"] and all(float(v) > 0 for _, v in train)
     assert "| torchrun --nproc_per_node=1, gloo | exit 0, 3 of 3 steps with digests |" in report

@@ -14,15 +14,16 @@ import pytest
 import torch
 
 from conftest import SHARED, io_atol
-from srkit import registry, train_cli
-from srkit.complexity import multadds_1280x720, table
-from srkit.export_onnx import export, verify
-from srkit.fast import prepare_fast, to_fast_input
-from srkit.layers import count_parameters
-from srkit.models import load_model
-from srkit.resize import sr_size
-from srkit.tiling import forward_tiled
-from srkit.tolerances import AUTHORS_IO_ATOL, FAST_PATH_ATOL, ONNX_ATOL, TILING_ATOL
+from srkit.core import registry
+from srkit.cli import train as train_cli
+from srkit.core.complexity import multadds_1280x720, table
+from srkit.inference.export_onnx import export, verify
+from srkit.inference.fast import prepare_fast, to_fast_input
+from srkit.core.layers import count_parameters
+from srkit.weights.load import load_model
+from srkit.core.resize import sr_size
+from srkit.inference.tiling import forward_tiled
+from srkit.core.tolerances import AUTHORS_IO_ATOL, FAST_PATH_ATOL, ONNX_ATOL, TILING_ATOL
 
 FAMILIES = ["carn", "overnet"]
 

@@ -5,8 +5,8 @@ from __future__ import annotations
 
 import numpy as np
 
-from srkit.imageio import read_rgb8
-from srkit.imresize import imresize
+from srkit.data.imageio import read_rgb8
+from srkit.data.imresize import imresize
 
 
 def test_matches_matlab_on_benchmark_lr(benchmark_dir):

@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 from skimage.metrics import structural_similarity
 
-from srkit import metrics
+from srkit.data import metrics
 
 
 def test_psnr_known_value():

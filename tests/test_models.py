@@ -10,8 +10,8 @@ import torch
 from carn import CARN, CARN_M
 from conftest import io_atol, load_ref, shared_path
 from overnet import OverNet
-from srkit.layers import count_parameters
-from srkit.tolerances import AUTHORS_IO_ATOL
+from srkit.core.layers import count_parameters
+from srkit.core.tolerances import AUTHORS_IO_ATOL
 
 CARN_CLASSES = {"carn": CARN, "carn_m": CARN_M}
 OVERNET_UPSCALE = {"overnet_x2": 3, "overnet_x3": 4, "overnet_x4": 5}

@@ -5,11 +5,13 @@ from __future__ import annotations
 
 import io
 import json
+import os
 import re
 import shutil
 import struct
 import subprocess
 import sys
+import urllib.parse
 import zlib
 from pathlib import Path
 
@@ -20,10 +22,10 @@ from PIL import Image, ImageCms, JpegImagePlugin
 from skimage import data
 
 from carn import sample
-from conftest import ROOT
-from srkit import registry
-from srkit.checkpoint import save_weights
-from srkit.tolerances import PSNR_REPRO_DB
+from conftest import ROOT, run_dir
+from srkit.core import registry
+from srkit.core.checkpoint import save_weights
+from srkit.core.tolerances import PSNR_REPRO_DB
 
 
 @pytest.fixture(scope="module")
@@ -55,17 +57,17 @@ def test_a_bomb_between_two_photos_through_both_paths(tmp_path, model):
     Image.fromarray(_photo(48, 60)).save(d / "a.png")
     (d / "b.png").write_bytes(bomb_png())
     Image.fromarray(_photo(48, 60, "coffee", 50, 50)).save(d / "c.png")
-    for argv, made in ((["--input", str(d)], tmp_path / "o1" / "carn_m" / "upscaled" / "x2"),
-                       (["--test_data_dir", str(d)], tmp_path / "o2" / "carn_m" / "in" / "x2" / "SR")):
-        out = made.parents[2] if "upscaled" in str(made) else made.parents[3]
+    for argv, out, made in ((["--input", str(d)], tmp_path / "o1", ("upscaled", "x2")),
+                            (["--test_data_dir", str(d)], tmp_path / "o2", ("in", "x2", "SR"))):
         r = subprocess.run([sys.executable, str(ROOT / "carn" / "sample.py"), "--ckpt_path", str(model), "--scale",
                             "2", "--sample_dir", str(out), *argv], capture_output=True, text=True)
         assert r.returncode == 1 and "Traceback" not in r.stderr, r.stderr[-1500:]
         lines = [x for x in r.stderr.splitlines() if "b.png" in x and x.startswith("error")]
-        assert lines and "declares 900,000,000 pixels, over the limit of 89,478,485" in lines[0]
-        assert sorted(p.name for p in made.iterdir()) == ["a.png", "c.png"]
-    rows = (tmp_path / "o2" / "carn_m" / "in" / "x2" / "metrics.csv").read_text().splitlines()
-    assert len(rows) == 3 and json.loads((tmp_path / "o2" / "carn_m" / "summary.json").read_text())["results"]
+        assert lines and "30000x30000 is 900,000,000 pixels, over the limit of 89,478,485" in lines[0]
+        assert lines[0].count("over the limit") == 1 and "Warning" not in r.stderr  # one message, not Pillow's too
+        assert sorted(p.name for p in run_dir(out).joinpath(*made).iterdir()) == ["a.png", "c.png"]
+    rows = (run_dir(tmp_path / "o2") / "in" / "x2" / "metrics.csv").read_text().splitlines()
+    assert len(rows) == 3 and json.loads((run_dir(tmp_path / "o2") / "summary.json").read_text())["results"]
 
 
 def test_an_explicit_limit_lets_a_large_image_through_or_stops_a_smaller_one(tmp_path, model, capsys):
@@ -74,8 +76,11 @@ def test_an_explicit_limit_lets_a_large_image_through_or_stops_a_smaller_one(tmp
     assert sample.main(["--ckpt_path", str(model), "--input", str(src), "--max_pixels", "1000",
                         "--sample_dir", str(tmp_path)]) == 1
     assert "50x40 is 2,000 pixels, over the limit of 1,000" in capsys.readouterr().err
-    assert sample.main(["--ckpt_path", str(model), "--input", str(src), "--max_pixels", "0",
+    assert sample.main(["--ckpt_path", str(model), "--input", str(src), "--max_pixels", "2000",
                         "--sample_dir", str(tmp_path)]) == 0
+    with pytest.raises(SystemExit) as e:  # no "0 = unlimited": a limit is a number of pixels
+        sample.main(["--ckpt_path", str(model), "--input", str(src), "--max_pixels", "0"])
+    assert e.value.code == 2 and "--max_pixels: 0 must be at least 1" in capsys.readouterr().err
 
 
 def test_hostile_entries_are_each_named(tmp_path, model, capsys):
@@ -108,7 +113,8 @@ def test_blocked_outputs_are_named_and_the_run_still_reports(tmp_path, model, ca
     d.mkdir()
     for i, name in enumerate(("chelsea", "coffee")):
         Image.fromarray(_photo(40, 40, name, 30, 30 + 10 * i)).save(d / f"im{i}.png")
-    out = tmp_path / "o" / "carn_m" / "set" / "x2"
+    from srkit.weights.load import load_model_with_source
+    out = tmp_path / "o" / load_model_with_source(str(model))[2].short / "set" / "x2"
     out.mkdir(parents=True)
     (out / "SR").write_text("a file in the way")
     assert sample.main(["--ckpt_path", str(model), "--test_data_dir", str(d), "--scale", "2", "--sample_dir",
@@ -116,7 +122,7 @@ def test_blocked_outputs_are_named_and_the_run_still_reports(tmp_path, model, ca
     err = capsys.readouterr().err
     assert err.count("cannot write the output image") == 4 and "Traceback" not in err  # as it happens + closing list
     assert len((out / "metrics.csv").read_text().splitlines()) == 3
-    summary = json.loads((tmp_path / "o" / "carn_m" / "summary.json").read_text())
+    summary = json.loads((run_dir(tmp_path / "o") / "summary.json").read_text())
     assert len(summary["errors"]) == 2 and summary["results"][0]["images"] == 2
     assert not list((tmp_path / "o").rglob("*.tmp"))
 
@@ -140,7 +146,7 @@ def test_exif_orientation_icc_dpi_and_exif_are_kept(tmp_path, model):
     Image.fromarray(stored).save(d / "phone.png", exif=exif.tobytes(), icc_profile=icc)
     assert sample.main(["--ckpt_path", str(model), "--input", str(d), "--scale", "2", "--sample_dir",
                         str(tmp_path / "o")]) == 0
-    out = tmp_path / "o" / "carn_m" / "upscaled" / "x2"
+    out = run_dir(tmp_path / "o") / "upscaled" / "x2"
     jpg = Image.open(out / "phone.jpg")
     assert jpg.size == (40 * 2, 56 * 2)  # displayed portrait: width = the stored height
     assert jpg.getexif().get(0x0112) in (None, 1) and jpg.getexif().get(0x010F) == "srkit test camera"
@@ -161,7 +167,7 @@ def test_outscale_gives_the_exact_size_with_any_family(tmp_path, model):
     assert sample.main(["--ckpt_path", str(model), "--input", str(src), "--outscale", "1.5", "3.2",
                         "--sample_dir", str(tmp_path / "o")]) == 0
     for s, size in ((1.5, (71, 50)), (3.2, (150, 106))):  # round half up of 47*s, 33*s
-        assert Image.open(tmp_path / "o" / "carn_m" / "upscaled" / f"x{s:g}" / "p.png").size == size
+        assert Image.open(run_dir(tmp_path / "o") / "upscaled" / f"x{s:g}" / "p.png").size == size
 
 
 def test_outscale_3_2_with_the_released_carn_m_on_set5(tmp_path, carn_m_released, benchmark_dir, capsys):
@@ -176,14 +182,14 @@ def test_outscale_3_2_with_the_released_carn_m_on_set5(tmp_path, carn_m_released
         out = tmp_path / f"o{s}"
         assert sample.main(["--ckpt_path", str(carn_m_released), "--test_data_dir", str(hr_only), flag, s,
                             "--sample_dir", str(out)]) == 0
-        summary = json.loads((out / "carn_m" / "summary.json").read_text())
+        summary = json.loads((run_dir(out) / "summary.json").read_text())
         scores[s] = summary["results"][0]["psnr"]
-        for sr in (out / "carn_m" / "Set5HR" / f"x{s}" / "SR").iterdir():
-            assert Image.open(sr).size == Image.open(out / "carn_m" / "Set5HR" / f"x{s}" / "HR" / sr.name).size
+        for sr in (run_dir(out) / "Set5HR" / f"x{s}" / "SR").iterdir():
+            assert Image.open(sr).size == Image.open(run_dir(out) / "Set5HR" / f"x{s}" / "HR" / sr.name).size
     print(f"released CARN-M, Set5 (HR-only, LR by MATLAB imresize): x3 {scores['3']:.3f}, "
           f"--outscale 3.2 {scores['3.2']:.3f}, x4 {scores['4']:.3f} dB")
     assert scores["4"] - PSNR_REPRO_DB < scores["3.2"] < scores["3"] + PSNR_REPRO_DB
-    assert json.loads((tmp_path / "o3.2" / "carn_m" / "summary.json").read_text())["config"]["model_scales"] == \
+    assert json.loads((run_dir(tmp_path / "o3.2") / "summary.json").read_text())["runs"][-1]["model_scales"] == \
         {"3.2": 4}
 
 
@@ -202,34 +208,55 @@ def _browse(page: Path, fragment: str = "", *extra: str) -> tuple[str, str]:
 
 
 def test_the_report_in_a_real_browser(tmp_path, model):
-    """Acceptance 4: headless Chromium opens the page from disk: the tables, rows and crops are there, the
-    rows sort by any column, and the console has no errors."""
+    """Headless Chromium opens the page from disk: the header names the checkpoint's sha256 and the command,
+    the tables, rows and crops are there, the rows sort by any column (an unknown column is ignored), the
+    filter by dataset and scale hides the rest, the links reach the full-size images, and the console has no
+    errors. The page is built from absolute paths, so another working directory changes nothing."""
+    from srkit.core.fetch import hashes
     d = tmp_path / "Photos"
     d.mkdir()
     for i, name in enumerate(("astronaut", "coffee", "chelsea")):
         Image.fromarray(_photo(60, 72, name, 40, 60 + 10 * i)).save(d / f"{name}.png")
     assert sample.main(["--ckpt_path", str(model), "--test_data_dir", str(d), "--scale", "2", "4", "--sample_dir",
                         str(tmp_path / "o"), "--report"]) == 0
-    page = tmp_path / "o" / "carn_m" / "report.html"
-    for fragment, column, desc in (("", "gain", True), ("#sort=psnr-asc", "psnr", False)):
+    folder = run_dir(tmp_path / "o")
+    page = folder / "report.html"
+    cols = ["dataset", "scale", "image", "psnr", "ssim", "bicubic", "gain", "seconds"]
+    for fragment, column, desc in (("", "gain", True), ("#sort=psnr-asc", "psnr", False), ("#sort=nope-asc", "gain", True)):
         dom, log = _browse(page, fragment, "--dump-dom")
         assert not [x for x in log.splitlines() if "CONSOLE" in x], log  # no script error or warning
         assert f'data-sorted="{column}-{"desc" if desc else "asc"}"' in dom
-        rows = re.findall(r'<tr class="img">(.*?)</tr>', dom)
+        rows = re.findall(r'<tr class="img"[^>]*>(.*?)</tr>', dom)
         assert len(rows) == 6  # 3 images x 2 scales
-        col = ["dataset", "scale", "image", "psnr", "ssim", "bicubic", "gain", "seconds"].index(column)
-        values = [float(re.findall(r'data-v="([^"]*)"', r)[col]) for r in rows]
+        values = [float(re.findall(r'data-v="([^"]*)"', r)[cols.index(column)]) for r in rows]
         assert values == sorted(values, reverse=desc)
         assert dom.count('<figure class="crop"') == 4 and dom.count('src="data:image/png;base64,') == 12
-        assert dom.count("<tr>") >= 3  # summary header + two scales
+    assert hashes(model)["sha256"] in dom and "--scale 2 4" in dom and "--report" in dom  # what produced it
+    for href in set(re.findall(r'href="([^"]+)"', dom)):
+        assert (folder / urllib.parse.unquote(href)).is_file(), href
+    dom, log = _browse(page, "#filter=Photos%7Cx4", "--dump-dom")
+    shown = re.findall(r'<tr class="img[^"]*"[^>]*data-key="([^"]*)"[^>]*>', dom)
+    assert len(shown) == 6 and not [x for x in log.splitlines() if "CONSOLE" in x], log
+    visible = [k for k in re.findall(r'<tr class="img( hidden)?"', dom)]
+    assert visible.count("") == 3  # only the x4 rows
+    figures = re.findall(r'<figure class="crop( hidden)?" data-key="([^"]*)"', dom)
+    assert sorted(k for h, k in figures if not h) == ["Photos|x4", "Photos|x4"]
     shot = tmp_path / "shot.png"
     _browse(page, "", f"--screenshot={shot}", "--window-size=1200,900", "--hide-scrollbars")
     img = np.asarray(Image.open(shot).convert("L"))
     assert img.shape == (900, 1200) and len(np.unique(img)) > 50  # rendered, not blank
+    before = page.read_text()
+    from srkit.report import write_report
+    os.chdir(tmp_path / "o")  # another working directory: the same page
+    try:
+        write_report(folder)
+    finally:
+        os.chdir(ROOT)
+    assert page.read_text() == before
 
 
 def test_an_output_larger_than_memory_is_refused_with_what_it_needs(tmp_path, model, monkeypatch, capsys):
-    from srkit import upscale
+    from srkit.inference import upscale
     src = tmp_path / "p.png"
     Image.fromarray(_photo(40, 50)).save(src)
     monkeypatch.setattr(upscale, "_memory_available", lambda: 1_000_000)  # as if 1 MB were free
@@ -237,4 +264,4 @@ def test_an_output_larger_than_memory_is_refused_with_what_it_needs(tmp_path, mo
                         str(tmp_path / "o")]) == 1
     err = capsys.readouterr().err
     assert "p.png: the x4 output would be 200x160 and need about 1.5 MB, more than the 1.0 MB available" in err
-    assert not (tmp_path / "o" / "carn_m" / "upscaled" / "x4" / "p.png").exists()
+    assert not list((tmp_path / "o").rglob("p.png"))

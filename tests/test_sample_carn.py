@@ -12,10 +12,10 @@ import torch
 from PIL import Image
 
 from carn import sample
-from conftest import ROOT, load_ref, shared_path
-from srkit.imageio import read_rgb8
-from srkit.models import load_model
-from srkit.tolerances import HALF_MAX_LEVELS, HALF_PSNR_DB, PSNR_REPRO_DB, SSIM_REPRO
+from conftest import ROOT, load_ref, shared_path, run_dir
+from srkit.data.imageio import read_rgb8
+from srkit.weights.load import load_model
+from srkit.core.tolerances import HALF_MAX_LEVELS, HALF_PSNR_DB, PSNR_REPRO_DB, SSIM_REPRO
 
 
 def _reference_rows() -> list[dict]:
@@ -30,7 +30,7 @@ def test_released_carn_m_reproduces_official_scores(tmp_path, carn_m_released, b
            "--sample_dir", str(out)]
     r = subprocess.run(cmd, capture_output=True, text=True, cwd=ROOT)
     assert r.returncode == 0, r.stderr[-2000:]
-    got = {(x["dataset"], int(x["scale"])): x for x in json.loads((out / "carn_m" / "summary.json").read_text())["results"]}
+    got = {(x["dataset"], int(x["scale"])): x for x in json.loads((run_dir(out) / "summary.json").read_text())["results"]}
     checked = 0
     for row in _reference_rows():
         key = (row["dataset"], int(row["scale"]))
@@ -43,10 +43,10 @@ def test_released_carn_m_reproduces_official_scores(tmp_path, carn_m_released, b
         checked += 1
     assert checked == 6
     # the metrics are computed on exactly the PNGs written
-    sr_png = out / "carn_m" / "Set5" / "x4" / "SR" / "img_001_SRF_4_SR.png"
-    hr_png = out / "carn_m" / "Set5" / "x4" / "HR" / "img_001_SRF_4_HR.png"
-    from srkit import metrics
-    per_image = {r["image"]: float(r["psnr"]) for r in csv.DictReader(open(out / "carn_m" / "Set5" / "x4" / "metrics.csv"))}
+    sr_png = run_dir(out) / "Set5" / "x4" / "SR" / "img_001_SRF_4_SR.png"
+    hr_png = run_dir(out) / "Set5" / "x4" / "HR" / "img_001_SRF_4_HR.png"
+    from srkit.data import metrics
+    per_image = {r["image"]: float(r["psnr"]) for r in csv.DictReader(open(run_dir(out) / "Set5" / "x4" / "metrics.csv"))}
     assert metrics.psnr(read_rgb8(sr_png), read_rgb8(hr_png), 4) == pytest.approx(per_image["img_001_SRF_4_HR.png"])
 
 
@@ -79,10 +79,10 @@ def test_bad_inputs_are_named_and_the_rest_completes(tmp_path, carn_m_released, 
     assert "tiny.png: too small to score" in err
     assert f"{empty}: empty" in err
     assert f"{tmp_path / 'missing'}: no such benchmark folder" in err
-    rows = list(csv.DictReader(open(out / "carn_m" / "mixed" / "x2" / "metrics.csv")))
+    rows = list(csv.DictReader(open(run_dir(out) / "mixed" / "x2" / "metrics.csv")))
     assert [x["image"] for x in rows] == ["good.png"] and float(rows[0]["psnr"]) > 25
-    assert (out / "carn_m" / "mixed" / "x2" / "SR" / "good.png").is_file()
-    summary = json.loads((out / "carn_m" / "summary.json").read_text())
+    assert (run_dir(out) / "mixed" / "x2" / "SR" / "good.png").is_file()
+    summary = json.loads((run_dir(out) / "summary.json").read_text())
     assert summary["results"][0]["failed"] == 5 and len(summary["errors"]) == 7
 
 
@@ -103,7 +103,7 @@ def test_wrong_checkpoints_are_refused_with_the_fitting_flags(tmp_path, carn_m_r
 
 
 def test_dataparallel_prefix_and_partial_mismatch(tmp_path, carn_m_released):
-    from srkit.checkpoint import CheckpointError, load_weights
+    from srkit.core.checkpoint import CheckpointError, load_weights
     from carn import CARN_M
     sd = torch.load(carn_m_released, map_location="cpu", weights_only=True)
     p = tmp_path / "dp.pth"
@@ -117,9 +117,9 @@ def test_dataparallel_prefix_and_partial_mismatch(tmp_path, carn_m_released):
 
 def test_half_precision_is_opt_in_and_close(tmp_path, carn_m_released, benchmark_dir, capsys, device):
     """--half (bf16 on CPU, fp16 on CUDA) changes outputs by a few grey levels at most, not the score."""
-    from srkit import metrics
-    from srkit.benchmark import find_pairs, load_pair
-    from srkit.sampler import Predictor, to_tensor, to_uint8
+    from srkit.data import metrics
+    from srkit.data.benchmark import find_pairs, load_pair
+    from srkit.inference.predictor import Predictor, to_tensor, to_uint8
 
     net, _ = load_model(str(carn_m_released))
     net = net.to(device)
@@ -144,7 +144,7 @@ def test_self_ensemble_through_the_cli_beats_the_single_pass(tmp_path, carn_m_re
         out = tmp_path / name
         assert sample.main(["--ckpt_path", str(carn_m_released), "--test_data_dir", str(benchmark_dir / "Set5"),
                             "--scale", "4", "--sample_dir", str(out), "--no_save", *extra]) == 0
-        runs[name] = json.loads((out / "carn_m" / "summary.json").read_text())
-    assert runs["x8"]["config"]["self_ensemble"] is True
+        runs[name] = json.loads((run_dir(out) / "summary.json").read_text())
+    assert runs["x8"]["runs"][-1]["config"]["self_ensemble"] is True
     single, x8 = runs["single"]["results"][0]["psnr"], runs["x8"]["results"][0]["psnr"]
     assert x8 - single > 0.05, (single, x8)

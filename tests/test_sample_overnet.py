@@ -10,13 +10,13 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from conftest import load_ref
+from conftest import load_ref, run_dir
 from overnet import OverNet, sample
-from srkit import metrics
-from srkit.benchmark import find_pairs, load_pair
-from srkit.imageio import quantize, read_rgb8
-from srkit.models import load_model
-from srkit.resize import bicubic_resize, sr_size
+from srkit.data import metrics
+from srkit.data.benchmark import find_pairs, load_pair
+from srkit.data.imageio import quantize, read_rgb8
+from srkit.weights.load import load_model
+from srkit.core.resize import bicubic_resize, sr_size
 
 
 def _ckpt(tmp_path, name):
@@ -52,14 +52,14 @@ def test_sample_scores_equal_an_independent_computation(tmp_path, benchmark_dir)
     rc = sample.main(["--ckpt_path", str(ck), "--test_data_dir", str(hr_only), "--scale", "2.5",
                       "--sample_dir", str(out / "real"), "--cpu", "--plain"])
     assert rc == 0
-    res = json.loads((out / "overnet_x4" / "summary.json").read_text())["results"]
-    res += json.loads((out / "real" / "overnet_x4" / "summary.json").read_text())["results"]
+    res = json.loads((run_dir(out) / "summary.json").read_text())["results"]
+    res += json.loads((run_dir(out / "real") / "summary.json").read_text())["results"]
     assert [r["scale"] for r in res] == [2, 3, 4, 2.5] and [r["images"] for r in res] == [5, 5, 5, 2]
     for r, folder in zip(res, [benchmark_dir / "Set5"] * 3 + [hr_only]):
         want = _independent_scores(net, folder, r["scale"])
         assert r["psnr"] == pytest.approx(sum(want) / len(want), abs=1e-9), r
     for s in (2, 3, 4):
-        d = out / "overnet_x4" / "Set5" / f"x{s}"
+        d = run_dir(out) / "Set5" / f"x{s}"
         for hr in (d / "HR").iterdir():
             lr = read_rgb8(benchmark_dir / "Set5" / f"x{s}" / hr.name.replace("_HR", "_LR"))
             sr = read_rgb8(d / "SR" / hr.name.replace("_HR", "_SR"))

@@ -7,10 +7,10 @@ import torch
 from carn import CARN_M
 from conftest import load_ref
 from overnet import OverNet
-from srkit.imageio import read_rgb8
-from srkit.sampler import to_tensor
-from srkit.tiling import forward_tiled, self_ensemble
-from srkit.tolerances import TILING_ATOL
+from srkit.data.imageio import read_rgb8
+from srkit.inference.predictor import to_tensor
+from srkit.inference.tiling import forward_tiled, self_ensemble
+from srkit.core.tolerances import TILING_ATOL
 
 
 @torch.inference_mode()
@@ -54,7 +54,7 @@ def test_self_ensemble_of_equivariant_fn_is_identity_and_averages(device):
 
 def test_every_tile_runs_at_one_shape():
     """Edge windows grow inward to the common length, so the retained allocator reuses one set of blocks."""
-    from srkit.tiling import _axis_tiles
+    from srkit.inference.tiling import _axis_tiles
     for n in (1000, 1300, 2048, 1536):
         tiles = _axis_tiles(n, 512, 20, 1)
         assert {w1 - w0 for _, _, w0, w1 in tiles} == {552}
@@ -65,7 +65,7 @@ def test_every_tile_runs_at_one_shape():
 
 def test_streamed_uint8_output_equals_the_float_path(device):
     """Predictor.uint8 quantizes tile by tile (no full-size float image): the same pixels."""
-    from srkit.sampler import Predictor, to_uint8
+    from srkit.inference.predictor import Predictor, to_uint8
     torch.manual_seed(0)
     predict = Predictor(CARN_M().eval().to(device), tile=24, overlap=8)
     x = torch.rand(1, 3, 50, 61, device=device)

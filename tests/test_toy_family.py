@@ -12,9 +12,10 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-from srkit import registry, sample_cli
-from srkit.layers import MeanShift, pixel_shuffle_stages
-from srkit.registry import ArchFlag, Example, Family, Recipe
+from srkit.core import registry
+from srkit.cli import sample as sample_cli
+from srkit.core.layers import FastPath, Fusion, MeanShift, pixel_shuffle_stages
+from srkit.core.registry import ArchFlag, Example, Family, Recipe
 from test_families import *  # noqa: F401,F403 - the same checks, run for the families named in FAMILIES
 
 FAMILIES = ["toy"]
@@ -22,7 +23,7 @@ SCALES = (2, 3)
 
 
 class ConvReLU(nn.Module):
-    relu_of_conv = True  # forward is relu(self.conv(x)): srkit.fast may fuse it
+    fusion = Fusion.CONV_RELU  # forward is relu(self.conv(x)): the fast path may fuse it
 
     def __init__(self, c: int) -> None:
         super().__init__()
@@ -33,7 +34,7 @@ class ConvReLU(nn.Module):
 
 
 class ToyNet(nn.Module):
-    exit_conv = "exit"
+    fast_path = FastPath(exit_conv="exit")
 
     def __init__(self, width: int = 8) -> None:
         super().__init__()
@@ -99,6 +100,6 @@ def test_the_sample_front_end_serves_the_toy(tmp_path, div2k, capsys):
     out = tmp_path / "out"
     assert sample_cli.main(["--ckpt_path", str(path), "--test_data_dir", str(val), "--sample_dir", str(out),
                             "--scale", "0", "--cpu"]) == 0
-    assert sorted(p.name for p in (out / "toy" / "valid").iterdir()) == ["x2", "x3"]
+    assert sorted(p.name for p in (next(out.glob("toy-*")) / "valid").iterdir()) == ["x2", "x3"]
     assert sample_cli.main(["--ckpt_path", str(path), "--scale", "4", "--test_data_dir", str(val)]) == 2
     assert "serves x2, x3, not x4" in capsys.readouterr().err

@@ -17,9 +17,9 @@ from pathlib import Path
 import pytest
 import torch
 
-from conftest import ROOT
-from srkit.train_cli import run
-from srkit.trainer import TrainingError
+from conftest import ROOT, train_argv
+from srkit.cli.train import run
+from srkit.training.errors import TrainingError
 
 TORCHRUN = [sys.executable, "-m", "torch.distributed.run"]
 ENV = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONUNBUFFERED": "1"}
@@ -27,9 +27,13 @@ DDP_ATOL = 1e-5  # N processes vs one at the same global batch: float reduction 
 
 
 def _args(h5, val, run_dir, steps, extra=(), name="run"):
-    return ["--ckpt_name", name, "--ckpt_dir", str(run_dir), "--train_data_path", str(h5), "--valid_data_path",
-            str(val), "--patch_size", "16", "--batch_size", "4", "--max_steps", str(steps), "--print_interval",
-            str(steps), "--workers", "0", "--cpu", *extra]
+    return train_argv(h5, val, run_dir, steps, extra, name)
+
+
+def _default_workers(argv: list[str]) -> list[str]:
+    """The same flags with the default --workers (loader processes), as users run."""
+    i = argv.index("--workers")
+    return argv[:i] + argv[i + 2:]
 
 
 def _weights(path: Path) -> dict:
@@ -163,42 +167,52 @@ def test_a_killed_worker_is_restarted_and_the_run_ends_as_if_uninterrupted(div2k
     assert all(torch.equal(a[k], b[k]) for k in a)
 
 
-def test_sigterm_checkpoints_that_step_and_resume_continues_exactly(div2k, tmp_path):
-    """Acceptance 4: SIGTERM at a random step: one checkpoint at that step, a message, exit 143; resuming
-    gives the uninterrupted run's losses."""
+@pytest.mark.slow
+@pytest.mark.parametrize("sig", [signal.SIGTERM, signal.SIGINT, signal.SIGUSR1], ids=["TERM", "INT", "USR1"])
+def test_a_signal_to_the_whole_process_group_checkpoints_that_step_and_resume_continues_exactly(div2k, tmp_path, sig):
+    """Acceptance 1, one process: the default --workers (loader processes in the same group), the signal sent
+    to the whole process group as Slurm, a terminal's Ctrl-C or torchrun deliver it: one checkpoint at the
+    signal step, exit 128 + N, the resume hint; the resumed run's losses equal the uninterrupted run's."""
     h5, val, _ = div2k
     steps = 60
     train = [sys.executable, str(ROOT / "carn" / "train.py"), "--model", "carn_m", "--scale", "0"]
-    subprocess.run([*train, *_args(h5, val, tmp_path / "full", steps)], check=True, capture_output=True, env=ENV)
+    full_args = _default_workers(_args(h5, val, tmp_path / "full", steps))
+    subprocess.run([*train, *full_args], check=True, capture_output=True, env=ENV, timeout=900)
     full = _losses(tmp_path / "full" / "run")
-    proc = subprocess.Popen([*train, *_args(h5, val, tmp_path / "cut", steps, ["--save_interval", "1000"])],
-                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=ENV)
+    cut = _default_workers(_args(h5, val, tmp_path / "cut", steps, ["--save_interval", "1000"]))
+    proc = subprocess.Popen([*train, *cut], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=ENV,
+                            start_new_session=True)
     _wait_rows(tmp_path / "cut" / "run" / "log.csv", random.Random(os.getpid()).randint(3, 20), proc)
-    proc.send_signal(signal.SIGTERM)
+    workers = _children(proc.pid)
+    assert len(workers) >= 2, "the default --workers start loader processes"
+    os.killpg(proc.pid, sig)  # the process group: the trainer and its loader workers
     _, err = proc.communicate(timeout=300)
-    assert proc.returncode == 128 + signal.SIGTERM, err[-2000:]
+    assert proc.returncode == 128 + sig, err[-2000:]
     ckpts = sorted((tmp_path / "cut" / "run").glob("step_*.pth.tar"))
     stopped = len(_losses(tmp_path / "cut" / "run"))
+    name = signal.Signals(sig).name
     assert [p.name for p in ckpts] == [f"step_{stopped:07d}.pth.tar"] and 3 <= stopped < steps
-    assert f"stopped by SIGTERM at step {stopped}" in err and "--resume" in err and "Traceback" not in err
+    assert f"stopped by {name} at step {stopped}" in err and "--resume" in err and "Traceback" not in err
+    assert "DataLoader worker" not in err
     assert _losses(tmp_path / "cut" / "run") == full[:stopped]
-    subprocess.run([*train, *_args(h5, val, tmp_path / "cut", steps, ["--resume"])], check=True, capture_output=True,
-                   env=ENV)
+    subprocess.run([*train, *cut, "--resume"], check=True, capture_output=True, env=ENV, timeout=900)
     assert _losses(tmp_path / "cut" / "run") == full  # bit-identical after resuming
-    print(f"SIGTERM after step {stopped} of {steps}: one checkpoint, exit 143; the resumed run's losses equal "
-          f"the uninterrupted run's")
+    print(f"{name} to the process group after step {stopped} of {steps}: one checkpoint, exit {128 + sig}; the "
+          f"resumed run's losses equal the uninterrupted run's")
 
 
+@pytest.mark.slow
 def test_sigterm_to_a_torchrun_job_stops_every_rank_at_one_step_and_resume_continues_exactly(div2k, tmp_path):
-    """Acceptance 4 under torchrun, as Slurm pre-empts a job step: SIGTERM to every process of the job
-    (torchrun and both workers, at once). Both ranks stop at the same step, one checkpoint of it is written,
-    and a relaunch (--resume auto, torchrun's default) gives the uninterrupted 2-process run's losses."""
+    """Acceptance 1 under torchrun --nproc_per_node=2 with the default --workers, as Slurm pre-empts a job
+    step: SIGTERM to every process of the job (torchrun, both ranks and their loader workers, at once). Both
+    ranks stop at the same step, one checkpoint of it is written, every rank exits 143, and a relaunch
+    (--resume auto, torchrun's default) gives the uninterrupted 2-process run's losses."""
     h5, val, _ = div2k
     steps = 30
 
     def cmd(out):
         return [*TORCHRUN, "--standalone", "--nproc_per_node=2", str(ROOT / "carn" / "train.py"), "--model",
-                "carn_m", "--scale", "0", *_args(h5, val, out, steps, ["--save_interval", "1000"])]
+                "carn_m", "--scale", "0", *_default_workers(_args(h5, val, out, steps, ["--save_interval", "1000"]))]
 
     full = subprocess.run(cmd(tmp_path / "full"), capture_output=True, text=True, env=ENV, timeout=900)
     assert full.returncode == 0, full.stderr[-2000:]
@@ -212,7 +226,7 @@ def test_sigterm_to_a_torchrun_job_stops_every_rank_at_one_step_and_resume_conti
     stopped = len(_losses(run_dir))
     assert [p.name for p in sorted(run_dir.glob("step_*.pth.tar"))] == [f"step_{stopped:07d}.pth.tar"]
     assert err.count(f"stopped by SIGTERM at step {stopped}") == 2, err[-3000:]  # both ranks, the same step
-    assert "Traceback" not in err.split("stopped by SIGTERM")[0]
+    assert "Traceback" not in err.split("stopped by SIGTERM")[0] and "DataLoader worker" not in err
     again = subprocess.run(cmd(tmp_path / "cut"), capture_output=True, text=True, env=ENV, timeout=900)
     assert again.returncode == 0, again.stderr[-2000:]
     assert _losses(run_dir) == _losses(tmp_path / "full" / "run")
@@ -280,21 +294,72 @@ def _umask() -> int:
     return old
 
 
-def test_bad_training_inputs_are_one_line(div2k, tmp_path):
+def _h5_variant(src, dst, change):
+    import h5py
+    import shutil
+    shutil.copy(src, dst)
+    with h5py.File(dst, "r+") as f:
+        change(f)
+    return dst
+
+
+def test_bad_training_inputs_are_one_line_at_set_up(div2k, tmp_path):
+    """A truncated h5, a mislabelled group (X3 holding X2-sized images), LR images smaller than the patch,
+    fewer images than a batch, flags that cannot work: one line each naming the file, group and shape, exit 2,
+    and no folder left that a later launch would count as a run."""
     h5, val, _ = div2k
     trunc = tmp_path / "trunc.h5"
     trunc.write_bytes(h5.read_bytes()[:5000])
-    bad = [(["--train_data_path", str(trunc)], "--train_data_path " + str(trunc) + ": not a readable h5 file"),
-           (["--keep", "0"], "--keep must be at least 1"),
-           (["--save_interval", "0"], "--save_interval must be at least 1")]
+
+    def relabel(f):
+        del f["X3"]
+        f.copy(f["X2"], "X3")
+
+    def shrink(f):  # image 5 becomes 40x40 HR with consistent LR: 20x20, 13x13, 10x10
+        for g, side in (("HR", 40), ("X2", 20), ("X3", 13), ("X4", 10)):
+            data = f[g]["5"][()][:side, :side]
+            del f[g]["5"]
+            f[g].create_dataset("5", data=data)
+    mislabelled = _h5_variant(h5, tmp_path / "mislabelled.h5", relabel)
+    small = _h5_variant(h5, tmp_path / "small.h5", shrink)
+    bad = [(["--train_data_path", str(trunc)], f"--train_data_path {trunc}: not a readable h5 file"),
+           (["--train_data_path", str(mislabelled), "--scale", "3"],
+            f"--train_data_path {mislabelled}: X3/0 is 96x96x3, but HR/0 192x192x3 at x3 needs 64x64x3"),
+           (["--train_data_path", str(small), "--scale", "0"],
+            f"--train_data_path {small}: X3/5 is 13x13, smaller than the LR patch 16"),
+           (["--batch_size", "32"], "16 images, fewer than one batch of 32"),
+           (["--train_data_path", str(tmp_path)], "a folder, not an h5 file"),
+           (["--keep", "0"], "--keep: 0 must be at least 1"),
+           (["--save_interval", "0"], "--save_interval: 0 must be at least 1"),
+           (["--lr", "-1"], "--lr: -1 must be above 0")]
     for extra, message in bad:
         r = subprocess.run([sys.executable, str(ROOT / "carn" / "train.py"), "--model", "carn_m",
                             *_args(h5, val, tmp_path / "r", 2), *extra], capture_output=True, text=True, env=ENV)
-        assert r.returncode == 2 and message in r.stderr and "Traceback" not in r.stderr, r.stderr[-1500:]
+        assert r.returncode == 2 and message in r.stderr and "Traceback" not in r.stderr, (extra, r.stderr[-1500:])
+        assert len([line for line in r.stderr.splitlines() if "error:" in line]) == 1
+    good = subprocess.run([sys.executable, str(ROOT / "carn" / "train.py"), "--model", "carn_m",
+                           *_args(h5, val, tmp_path / "r", 2)], capture_output=True, text=True, env=ENV)
+    assert good.returncode == 0, good.stderr[-1500:]  # the failed launches left nothing that counts as a run
     r = subprocess.run([*TORCHRUN, "--standalone", "--nproc_per_node=2", str(ROOT / "carn" / "train.py"), "--model",
                         "carn_m", *_args(h5, val, tmp_path / "odd", 2), "--batch_size", "3"],
                        capture_output=True, text=True, env=ENV, timeout=300)
     assert r.returncode != 0 and "--batch_size 3 is the global batch and must split evenly over the 2" in r.stderr
+
+
+def test_a_launch_that_dies_before_its_first_checkpoint_leaves_no_run(div2k, tmp_path):
+    """Killed (SIGKILL, nothing to catch) before any checkpoint: the same command starts again, no --resume."""
+    h5, val, _ = div2k
+    args = [sys.executable, str(ROOT / "carn" / "train.py"), "--model", "carn_m",
+            *_args(h5, val, tmp_path, 200, ["--save_interval", "1000"])]
+    proc = subprocess.Popen(args, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=ENV)
+    _wait_rows(tmp_path / "run" / "log.csv", 2, proc)
+    proc.kill()
+    proc.communicate(timeout=60)
+    assert not list((tmp_path / "run").glob("step_*"))
+    again = subprocess.run([*args[:-2], "--max_steps", "3", "--print_interval", "3"], capture_output=True, text=True,
+                           env=ENV, timeout=300)
+    assert again.returncode == 0, again.stderr[-1500:]
+    assert [int(r["step"]) for r in csv.DictReader(open(tmp_path / "run" / "log.csv"))] == [1, 2, 3]
 
 
 def test_two_process_evaluation_writes_the_one_process_results(tmp_path, carn_m_released, benchmark_dir):
@@ -316,9 +381,20 @@ def test_two_process_evaluation_writes_the_one_process_results(tmp_path, carn_m_
     assert summary["processes"] == 2
 
 
-# The authors' published training commands (../shared/seeds: the CARN and OverNet READMEs), and the settings
-# each must run with. The README shows them verbatim.
-PUBLISHED = [
+# The authors' published training commands (../shared/seeds: the CARN README as it stands now, then as first
+# published in March 2018, and the OverNet README), and the settings each must run with. The README shows them
+# verbatim.
+CARN_CURRENT = [
+    ("python carn/train.py --patch_size 64 --batch_size 64 --max_steps 600000 --decay 400000 --model carn "
+     "--ckpt_name carn --ckpt_dir checkpoint/carn --scale 0 --num_gpu 2",
+     {"patch_size": 64, "batch_size": 64, "max_steps": 600000, "decay": 400000, "lr": 1e-4, "scale": 0, "num_gpu": 2},
+     {"model": "carn", "group": 1, "reduce_upsample": False, "multi_scale": True}),
+    ("python carn/train.py --patch_size 64 --batch_size 64 --max_steps 600000 --decay 400000 --model carn_m "
+     "--ckpt_name carn_m --ckpt_dir checkpoint/carn_m --scale 0 --group 4 --num_gpu 2",
+     {"patch_size": 64, "batch_size": 64, "max_steps": 600000, "decay": 400000, "lr": 1e-4, "scale": 0, "num_gpu": 2},
+     {"model": "carn_m", "group": 4, "reduce_upsample": False, "multi_scale": True}),
+]
+CARN_MARCH_2018 = [
     ("python carn/train.py --patch_size 48 --batch_size 32 --max_steps 500000 --decay 300000 --model carn "
      "--ckpt_name carn --scale 0 --num_gpu 1",
      {"patch_size": 48, "batch_size": 32, "max_steps": 500000, "decay": 300000, "lr": 1e-4, "scale": 0},
@@ -327,34 +403,40 @@ PUBLISHED = [
      "--ckpt_name carn_m --group 4 --reduce_upsample --scale 0 --num_gpu 1",
      {"patch_size": 48, "batch_size": 32, "max_steps": 500000, "decay": 300000, "lr": 1e-4, "scale": 0},
      {"model": "carn_m", "group": 4, "reduce_upsample": True, "multi_scale": True}),
-] + [
+]
+OVERNET = [
     (f"python overnet/train.py --patch_size 64 --batch_size 64 --max_steps 600000 --lr 0.001 --decay 150000 "
      f"--scale {s} --upscale {s + 1}",
      {"patch_size": 64, "batch_size": 64, "max_steps": 600000, "decay": 150000, "lr": 1e-3, "scale": s},
      {"model": "overnet", "upscale": s + 1, "group": 4}) for s in (2, 3, 4)
 ]
+PUBLISHED = CARN_CURRENT + CARN_MARCH_2018 + OVERNET
+PUBLISHED_IDS = ["carn", "carn_m", "carn_2018", "carn_m_2018", "overnet_x2", "overnet_x3", "overnet_x4"]
 
 
 @pytest.fixture(scope="module")
 def big_div2k(tmp_path_factory):
-    """256-px photographs: room for OverNet's published 64-px patches at x4."""
+    """64 photographs of 256 px: a batch of 64 for the authors' sampling, room for 64-px patches at x4."""
     import div2h5
     from train_fixtures import make_div2k
     root = tmp_path_factory.mktemp("big")
-    div, val = make_div2k(root, size=256)
+    div, val = make_div2k(root, size=256, count=64)
     h5 = root / "train.h5"
     assert div2h5.main(["--div2k", str(div), "--out", str(h5)]) == 0
     return h5, val
 
 
-@pytest.mark.parametrize("command,settings,arch", PUBLISHED, ids=["carn", "carn_m", "overnet_x2", "overnet_x3",
-                                                                  "overnet_x4"])
+@pytest.mark.slow
+@pytest.mark.parametrize("command,settings,arch", PUBLISHED, ids=PUBLISHED_IDS)
 def test_the_authors_published_commands_run_with_their_settings(big_div2k, tmp_path, command, settings, arch):
+    """Each command verbatim (our paths for the data and the run folder added), one step: config.json holds
+    the published settings, --num_gpu 2 included (one process here: the same global batch in two halves)."""
     h5, val = big_div2k
-    assert command in " ".join((ROOT / "README.md").read_text().split())  # shown verbatim
+    assert command in " ".join((ROOT / "README.md").read_text().split()) or \
+        command in " ".join((ROOT / "docs" / "training.md").read_text().split())  # shown verbatim
     argv = command.split()[2:]
-    # a process of its own: one step of OverNet x4 at the published batch 64, patch 64 peaks at ~14 GB on CPU,
-    # which a long-lived test process would keep (srkit.memory) and a fresh one gives back when it exits
+    # a process of its own: one step at the published batch 64, patch 64 peaks at several GB on the CPU, which a
+    # fresh process gives back when it exits
     r = subprocess.run([sys.executable, str(ROOT / command.split()[1]), *argv, "--ckpt_dir", str(tmp_path),
                         "--train_data_path", str(h5), "--valid_data_path", str(val), "--workers", "0",
                         "--stop_after", "1", "--cpu"], capture_output=True, text=True, env=ENV, timeout=900)
@@ -364,6 +446,9 @@ def test_the_authors_published_commands_run_with_their_settings(big_div2k, tmp_p
     config = json.loads((run_dir / "config.json").read_text())
     assert {k: config[k] for k in settings} == settings
     assert {k: config["arch"][k] for k in arch} == arch
+    assert config["zero_grad"] == "fill" and config["channel_order"] == "RGB"
+    if settings.get("num_gpu", 1) > 1:
+        assert config["effective_grad_accum"] == 2 and "--num_gpu 2: one process here" in r.stderr
     assert [p.name for p in run_dir.glob("step_*.pth.tar")] == ["step_0000001.pth.tar"]
 
 
@@ -384,7 +469,7 @@ def test_a_missing_peer_is_a_clear_error_after_the_timeout(div2k, tmp_path):
 def test_a_full_disk_is_named_and_the_previous_checkpoints_survive(div2k, tmp_path, monkeypatch):
     import errno
 
-    from srkit import checkpoint
+    from srkit.core import checkpoint
     h5, val, _ = div2k
     argv = ["--model", "carn_m", "--scale", "2"]
     run(argv + _args(h5, val, tmp_path, 2, ["--save_interval", "1"]), "carn")

@@ -12,8 +12,8 @@ from PIL import Image
 from skimage import data
 
 from carn import sample
-from srkit import registry
-from srkit.checkpoint import save_weights
+from srkit.core import registry
+from srkit.core.checkpoint import save_weights
 
 
 @pytest.fixture(scope="module")
@@ -56,7 +56,7 @@ def _upscale(name, img, tmp_path, ckpt) -> Image.Image:
     rc = sample.main(["--ckpt_path", str(ckpt), "--input", str(src), "--scale", "2", "--sample_dir",
                       str(out), "--cpu", "--tile", "16"])
     assert rc == 0
-    return Image.open(out / "carn_m" / "upscaled" / "x2" / name)
+    return Image.open(next(out.glob("*-*")) / "upscaled" / "x2" / name)
 
 
 @pytest.mark.parametrize("name", sorted(EXPECTED_MODE))
@@ -90,11 +90,11 @@ def test_folder_with_a_broken_file(photo, tmp_path, random_carn_m, capsys):
                       str(tmp_path / "o"), "--cpu"])
     assert rc == 1
     assert "b.png: unreadable or corrupt image" in capsys.readouterr().err
-    assert Image.open(tmp_path / "o" / "carn_m" / "upscaled" / "x3" / "a.png").size == (90, 72)
+    assert Image.open(next((tmp_path / "o").glob("random_carn_m-*")) / "upscaled" / "x3" / "a.png").size == (90, 72)
 
 
 def test_three_line_api(photo, tmp_path, carn_m_released, monkeypatch):
-    from srkit import zoo
+    from srkit.weights import zoo
     shutil.copy(carn_m_released, tmp_path / "carn_m.pth")
     monkeypatch.setenv(zoo.WEIGHTS_ENV, str(tmp_path))  # the manifest name resolves to this verified copy
     # --- the three documented lines ---
@@ -118,15 +118,3 @@ def test_api_output_is_the_model_rounded(photo, random_carn_m):
         want = ref(x, 2)
     got = torch.from_numpy(np.array(big)).permute(2, 0, 1)[None].float()
     assert (got - (want.clamp(0, 1) * 255)).abs().max() <= 0.5 + 1e-3  # rounding only
-
-
-def test_library_calls_leave_the_allocator_alone_and_the_cli_opts_in(tmp_path, random_carn_m):
-    """srkit.memory's mallopt is process-wide: srkit.api.load and Predictor must not call it unasked."""
-    import subprocess
-    import sys
-    probe = (f"from srkit.api import load; from srkit.memory import freed_memory_retained as r; import torch;"
-             f"up = load({str(random_carn_m)!r}, device='cpu'); up(torch.rand(1, 3, 8, 8), 2); a = r();"
-             f"from carn import sample; sample.main(['--ckpt_path', {str(random_carn_m)!r}, '--input', "
-             f"{str(tmp_path / 'none')!r}, '--sample_dir', {str(tmp_path)!r}, '--cpu']); print(a, r())")
-    out = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True, check=True).stdout
-    assert out.split()[-2:] == ["False", "True"]

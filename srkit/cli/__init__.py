@@ -1,0 +1,1 @@
+"""Command-line front-ends: argument parsing and one-line errors over the layers below."""

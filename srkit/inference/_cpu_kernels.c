@@ -1,0 +1,574 @@
+/* Streamed kernels for the CPU fast path's 64-channel parts (Python side: srkit/inference/cpu_kernels.py).
+
+Why: at 64 channels such a layer is bound by memory traffic as much as by arithmetic. One library
+call per conv reads and writes a full-size tensor (59 MB at 640x360), and each block output is then copied
+into the cascade buffer; oneDNN as PyTorch calls it cannot read or write a strided slice in place. Measured
+on a 2-core Xeon (AVX-512), 640x360, alone: a grouped residual block (groups 4, with its 1x1) 55 ms here vs
+150-170 ms as oneDNN calls plus the copy; a dense residual block 73 ms vs 155-175 ms; the x2 tail 87-104 ms
+(grouped) and 187-217 ms (dense) vs 267-430 ms.
+
+- srkit_resblock: relu(body(x) + x), body = n 3x3 convs (stride 1, zero padding 1, ReLU after each but
+  possibly the last), then optionally a 1x1 conv: a plain residual block (3x3, ReLU, 3x3) and an efficient
+  one (grouped 3x3, ReLU, grouped 3x3, ReLU, 1x1). Each row of every intermediate is made just
+  before it is needed and lives in a ring of three rows in L2, so the block reads x once and writes its
+  output once, straight into the caller's strided destination (a slice of the cascade buffer).
+- srkit_subpixel_tail: the last x2 upsampling conv + ReLU + the sub-pixel exit conv + pixel shuffle, with
+  the 256-channel map in a ring of three rows instead of memory.
+- srkit_fuse1x1: a cascade's 1x1 fusion over the buffer's 64-channel blocks, bias and ReLU in the store.
+- srkit_conv3x3: any other dense 3x3 conv from 64 channels to 64 n, + bias (+ ReLU), by rows.
+
+The 3x3 convs run as 1-D Winograd F(4,3) along the row when the caller passes transformed weights (2x fewer
+multiplications; the dense convs gain 1.4-1.6x, the grouped ones little), else directly. Tensors are NHWC
+float32 with a pixel stride (the channels of the buffer they live in). One thread per band of output rows; a
+band recomputes the halo rows it needs. AVX-512F only: the caller checks the CPU. */
+#include <immintrin.h>
+#include <pthread.h>
+#include <stdint.h>
+#include <stdlib.h>
+#include <string.h>
+
+#define MAX3 4        /* most 3x3 convs in one body */
+#define ABI 1         /* bump with any change of an exported function's arguments (srkit/cpu_kernels.py: _ABI) */
+
+/* The version of the exported functions' arguments: a library built from older source is not called. */
+int srkit_kernels_abi(void) { return ABI; }
+#define MAXTHREADS 64
+
+/* acc[p][m] += sum over input channels k < K of src[p * PS + k] * wk[k][m] for P pixels and M vectors of 16
+   output channels. K, P, M (and PS where given as a constant) are compile-time constants, so that the P*M
+   accumulators and the input offsets stay in registers. */
+#define ACCUMULATE(P, M, K, PS, src, wk, acc)                                                               \
+    for (int k = 0; k < (K); k++) {                                                                          \
+        __m512 wv[M];                                                                                        \
+        _Pragma("GCC unroll 8") for (int m = 0; m < (M); m++)                                               \
+            wv[m] = _mm512_loadu_ps((wk) + (long)k * (M) * 16 + m * 16);                                    \
+        _Pragma("GCC unroll 64") for (int p = 0; p < (P); p++) {                                            \
+            __m512 b = _mm512_set1_ps((src)[(long)p * (PS) + k]);                                           \
+            _Pragma("GCC unroll 8") for (int m = 0; m < (M); m++)                                           \
+                acc[p * (M) + m] = _mm512_fmadd_ps(b, wv[m], acc[p * (M) + m]);                             \
+        }                                                                                                    \
+    }
+
+/* out[(x0 + p) * 16M + 16m] = sum over taps (ky, kx) and input channels k of
+   rows[ky][(x0 + p + kx) * K + k] * w[ky][kx][k][m]: a KSxKS conv of padded rows of K channels. */
+#define KERNEL(NAME, KS, P, M, K)                                                                         \
+    static inline __attribute__((always_inline)) void NAME(const float *const *rows, const float *w,     \
+                                                           float *out, int x0) {                          \
+        __m512 acc[P * M];                                                                                \
+        _Pragma("GCC unroll 64") for (int i = 0; i < P * M; i++) acc[i] = _mm512_setzero_ps();            \
+        for (int ky = 0; ky < KS; ky++)                                                                   \
+            for (int kx = 0; kx < KS; kx++) {                                                             \
+                const float *src = rows[ky] + (long)(x0 + kx) * K;                                        \
+                const float *wk = w + (long)(ky * KS + kx) * K * M * 16;                                  \
+                ACCUMULATE(P, M, K, K, src, wk, acc)                                                      \
+            }                                                                                             \
+        _Pragma("GCC unroll 64") for (int p = 0; p < P; p++)                                              \
+            _Pragma("GCC unroll 8") for (int m = 0; m < M; m++)                                           \
+                _mm512_store_ps(out + (long)(x0 + p) * M * 16 + m * 16, acc[p * M + m]);                  \
+    }
+/* grouped 3x3, 16 channels per group in and out (a grouped residual block), 28 pixels a block */
+KERNEL(conv3_g16, 3, 28, 1, 16)
+/* grouped 3x3, 16 channels per group in, 64 out (a grouped upsampling conv) */
+KERNEL(conv3_g16m4, 3, 6, 4, 16)
+/* dense 3x3 and 1x1 with 64 channels in and out, 6 pixels a block */
+KERNEL(conv3_d64, 3, 6, 4, 64)
+KERNEL(conv1_d64, 1, 6, 4, 64)
+
+/* out[p * 16M + 16m] = sum over k < K of src[p * K + k] * w[k][m], P rows of a [rows][K] matrix */
+#define GEMM(NAME, P, M, K)                                                                               \
+    static inline __attribute__((always_inline)) void NAME(const float *src, const float *w, float *out) {\
+        __m512 acc[P * M];                                                                                \
+        _Pragma("GCC unroll 64") for (int i = 0; i < P * M; i++) acc[i] = _mm512_setzero_ps();            \
+        ACCUMULATE(P, M, K, K, src, w, acc)                                                               \
+        _Pragma("GCC unroll 64") for (int p = 0; p < P; p++)                                              \
+            _Pragma("GCC unroll 8") for (int m = 0; m < M; m++)                                           \
+                _mm512_store_ps(out + (long)p * M * 16 + m * 16, acc[p * M + m]);                         \
+    }
+GEMM(gemm_g16, 28, 1, 48)   /* Winograd: 3 rows x 16 channels in, 16 out */
+GEMM(gemm_d64, 6, 4, 192)   /* Winograd: 3 rows x 64 channels in, 64 out */
+GEMM(gemm_g16m4, 6, 4, 48)  /* Winograd: 3 rows x 16 channels in, 64 out */
+
+/* A 3x3 conv (padding 1) of one output row as 1-D Winograd F(4,3) along the row: per tile of 4 output
+   pixels, each of the three input rows is transformed to 6 values (BT d), the 6 products are GEMMs over
+   3 rows x K input channels against weights transformed in float64 on the Python side (G g), and the
+   4 outputs come back by AT m. 2x fewer multiplications than the direct conv, the same 3-row ring.
+   rows: 3 padded input rows (pixel stride K); u: [6][3K][CO]; out: [4 * tiles][CO]; scratch v: [6][TC][3K],
+   mt: [6][TC][CO], TC tiles a chunk (a multiple of the GEMM's P; the chunk's v stays in L2). */
+static int wino_p(int K, int CO) { return K == 16 && CO == 16 ? 28 : 6; }
+static int wino_tc(int K, int CO) { return K == 16 && CO == 16 ? 56 : 24; }
+static long wino_scratch(int K, int CO) { return 6L * wino_tc(K, CO) * (3 * K > CO ? 3 * K : CO); }
+
+static void wino_row(const float *const *rows, int K, int CO, int tiles, const float *u, float *out,
+                     float *v, float *mt) {
+    const int K3 = 3 * K, P = wino_p(K, CO), TC = wino_tc(K, CO);
+    for (int t0 = 0; t0 < tiles; t0 += TC) {
+        const int tc = tiles - t0 < TC ? tiles - t0 : TC;  /* a multiple of P: tiles is */
+        for (int t = 0; t < tc; t++)
+            for (int ky = 0; ky < 3; ky++)
+                for (int k = 0; k < K; k += 16) {
+                    const float *d = rows[ky] + (long)(4 * (t0 + t)) * K + k;
+                    const __m512 d0 = _mm512_loadu_ps(d), d1 = _mm512_loadu_ps(d + K),
+                                 d2 = _mm512_loadu_ps(d + 2 * K), d3 = _mm512_loadu_ps(d + 3 * K),
+                                 d4 = _mm512_loadu_ps(d + 4 * K), d5 = _mm512_loadu_ps(d + 5 * K);
+                    const __m512 c4 = _mm512_set1_ps(4.f), c5 = _mm512_set1_ps(5.f), c2 = _mm512_set1_ps(2.f);
+                    const __m512 a = _mm512_fnmadd_ps(c4, d2, d4);           /* d4 - 4 d2 */
+                    const __m512 b = _mm512_fnmadd_ps(c4, d1, d3);           /* d3 - 4 d1 */
+                    const __m512 e = _mm512_sub_ps(d4, d2);
+                    const __m512 f = _mm512_mul_ps(c2, _mm512_sub_ps(d3, d1));
+                    float *o = v + (long)t * K3 + ky * K + k;
+                    const long st = (long)TC * K3;
+                    _mm512_storeu_ps(o, _mm512_add_ps(_mm512_fnmadd_ps(c5, d2, _mm512_mul_ps(c4, d0)), d4));
+                    _mm512_storeu_ps(o + st, _mm512_add_ps(a, b));
+                    _mm512_storeu_ps(o + 2 * st, _mm512_sub_ps(a, b));
+                    _mm512_storeu_ps(o + 3 * st, _mm512_add_ps(e, f));
+                    _mm512_storeu_ps(o + 4 * st, _mm512_sub_ps(e, f));
+                    _mm512_storeu_ps(o + 5 * st, _mm512_add_ps(_mm512_fnmadd_ps(c5, d3, _mm512_mul_ps(c4, d1)), d5));
+                }
+        for (int xi = 0; xi < 6; xi++)
+            for (int t = 0; t < tc; t += P) {
+                const float *src = v + ((long)xi * TC + t) * K3;
+                const float *w = u + (long)xi * K3 * CO;
+                float *dst = mt + ((long)xi * TC + t) * CO;
+                if (P == 28) gemm_g16(src, w, dst);
+                else if (K == 64) gemm_d64(src, w, dst);
+                else gemm_g16m4(src, w, dst);
+            }
+        const long st = (long)TC * CO;
+        const __m512 c2 = _mm512_set1_ps(2.f), c4 = _mm512_set1_ps(4.f), c8 = _mm512_set1_ps(8.f);
+        for (int t = 0; t < tc; t++)
+            for (int m = 0; m < CO; m += 16) {
+                const float *q = mt + (long)t * CO + m;
+                const __m512 m0 = _mm512_load_ps(q), m1 = _mm512_load_ps(q + st), m2 = _mm512_load_ps(q + 2 * st),
+                             m3 = _mm512_load_ps(q + 3 * st), m4 = _mm512_load_ps(q + 4 * st),
+                             m5 = _mm512_load_ps(q + 5 * st);
+                const __m512 s12 = _mm512_add_ps(m1, m2), d12 = _mm512_sub_ps(m1, m2);
+                const __m512 s34 = _mm512_add_ps(m3, m4), d34 = _mm512_sub_ps(m3, m4);
+                float *y = out + (long)4 * (t0 + t) * CO + m;
+                _mm512_store_ps(y, _mm512_add_ps(_mm512_add_ps(m0, s12), s34));
+                _mm512_store_ps(y + CO, _mm512_fmadd_ps(c2, d34, d12));
+                _mm512_store_ps(y + 2 * CO, _mm512_fmadd_ps(c4, s34, s12));
+                _mm512_store_ps(y + 3 * CO, _mm512_add_ps(_mm512_fmadd_ps(c8, d34, d12), m5));
+            }
+    }
+}
+
+static void *alloc_zeroed(size_t bytes) {
+    bytes = (bytes + 63) / 64 * 64;
+    void *p = aligned_alloc(64, bytes ? bytes : 64);
+    if (p) memset(p, 0, bytes);
+    return p;
+}
+
+static int slot_of(int r) { return ((r % 3) + 3) % 3; }
+
+#define FAILED ((void *)1)  /* what a job returns when it could not get its row buffers */
+
+/* Run fn(job t) for t < n on n threads (the caller's thread is one of them); a thread that cannot be
+   started runs its job on the caller's thread. Returns 0, or -2 when a job returned FAILED. */
+static int parallel(void *(*fn)(void *), void *jobs, size_t job_size, int n) {
+    pthread_t th[MAXTHREADS];
+    int started[MAXTHREADS] = {0}, failed = 0;
+    for (int t = 1; t < n; t++) started[t] = pthread_create(&th[t], NULL, fn, (char *)jobs + t * job_size) == 0;
+    for (int t = 1; t < n; t++)
+        if (!started[t]) failed |= fn((char *)jobs + t * job_size) == FAILED;
+    failed |= fn(jobs) == FAILED;
+    for (int t = 1; t < n; t++) {
+        void *r = NULL;
+        if (started[t]) pthread_join(th[t], &r);
+        failed |= r == FAILED;
+    }
+    return failed ? -2 : 0;
+}
+
+static int clamp_threads(int n, long work) {
+    if (n < 1) n = 1;
+    if (n > MAXTHREADS) n = MAXTHREADS;
+    if (n > work) n = (int)(work > 0 ? work : 1);
+    return n;
+}
+
+/* Copy input row r (pixel stride xs, G groups of K channels) into per-group padded rows
+   dst + g * stride + (w + 1) * K; columns 0 and past W are left as they are (zero). */
+static void load_row(const float *x, long xs, int W, int G, int K, int r, float *dst, long stride) {
+    const float *src = x + (long)r * W * xs;
+    for (int w = 0; w < W; w++) {
+        const float *sp = src + (long)w * xs;
+        for (int g = 0; g < G; g++) {
+            float *d = dst + g * stride + (long)(w + 1) * K;
+            for (int k = 0; k < K; k += 16) _mm512_storeu_ps(d + k, _mm512_loadu_ps(sp + g * K + k));
+        }
+    }
+}
+
+typedef struct {
+    const float *x; long xs;        /* input pixel (h, w) at x + (h * W + w) * xs; also the residual */
+    float *y; long ys;              /* output pixel (h, w) at y + (h * W + w) * ys */
+    int H, W, G, n3;                /* 3x3 convs: G groups of 64 / G channels (G = 1 or 4) */
+    const float *w3[MAX3], *b3[MAX3];   /* packed [G][3][3][K][K], bias [64] */
+    const float *u3[MAX3];          /* the same as Winograd F(4,3) weights [G][6][3K][K], or NULL: direct */
+    const float *w1, *b1;           /* optional 1x1: packed [64][64], bias [64]; NULL if absent */
+    int h0, h1;                     /* this thread's output rows */
+} job_t;
+
+typedef struct {
+    const job_t *j;
+    int K, P3, Wp3, Wp1;
+    long rowlen;                    /* floats in one padded row of one group: (Wp3 + 2) * K */
+    float *ring;                    /* [n3][G][3 slots][rowlen]: input rows of each 3x3 conv */
+    int have[MAX3][3];              /* the row each slot holds */
+    float *out;                     /* one conv's output row of one group: [max(Wp3, Wp1)][64] */
+    float *t;                       /* the last 3x3's output row, NHWC [Wp1][64], when a 1x1 follows */
+    float *v, *mt;                  /* Winograd scratch */
+} ctx_t;
+
+static float *ring_row(ctx_t *c, int s, int g, int slot) {
+    return c->ring + (((long)s * c->j->G + g) * 3 + slot) * c->rowlen;
+}
+
+/* out = conv3 s of ring rows r-1, r, r+1, group g */
+static void conv3_row(ctx_t *c, int s, int g, int r) {
+    const float *rows[3];
+    for (int ky = 0; ky < 3; ky++) rows[ky] = ring_row(c, s, g, slot_of(r + ky - 1));
+    const int K = c->K;
+    if (c->j->u3[s]) {
+        wino_row(rows, K, K, c->Wp3 / 4, c->j->u3[s] + (long)g * 18 * K * K, c->out, c->v, c->mt);
+        return;
+    }
+    const float *w = c->j->w3[s] + (long)g * 9 * K * K;
+    for (int x0 = 0; x0 < c->Wp3; x0 += c->P3) {
+        if (c->j->G == 4) conv3_g16(rows, w, c->out, x0);
+        else conv3_d64(rows, w, c->out, x0);
+    }
+}
+
+/* Make ring s hold row r (input of 3x3 conv s). Called with non-decreasing r per stage. */
+static void ensure(ctx_t *c, int s, int r) {
+    const job_t *j = c->j;
+    const int G = j->G, K = c->K, W = j->W, slot = slot_of(r);
+    if (c->have[s][slot] == r) return;
+    if (r < 0 || r >= j->H) {
+        for (int g = 0; g < G; g++) memset(ring_row(c, s, g, slot), 0, sizeof(float) * c->rowlen);
+    } else if (s == 0) {
+        load_row(j->x, j->xs, W, G, K, r, ring_row(c, 0, 0, slot), 3 * c->rowlen);
+    } else {
+        for (int d = -1; d <= 1; d++) ensure(c, s - 1, r + d);
+        const __m512 zero = _mm512_setzero_ps();
+        for (int g = 0; g < G; g++) {
+            conv3_row(c, s - 1, g, r);
+            float *dst = ring_row(c, s, g, slot) + K;  /* column 0 and columns past W stay zero */
+            const float *b = j->b3[s - 1] + g * K;
+            for (int w = 0; w < W; w++)
+                for (int k = 0; k < K; k += 16)
+                    _mm512_storeu_ps(dst + (long)w * K + k,
+                                     _mm512_max_ps(_mm512_add_ps(_mm512_load_ps(c->out + (long)w * K + k),
+                                                                 _mm512_loadu_ps(b + k)), zero));
+        }
+    }
+    c->have[s][slot] = r;
+}
+
+/* y[h] = relu(out + bias + x[h]) for channels [c0, c0 + n) of each pixel; out has pixel stride n */
+static void finish_row(ctx_t *c, int h, const float *bias, int c0, int n) {
+    const job_t *j = c->j;
+    const __m512 zero = _mm512_setzero_ps();
+    for (int w = 0; w < j->W; w++) {
+        const float *xr = j->x + ((long)h * j->W + w) * j->xs + c0;
+        float *yr = j->y + ((long)h * j->W + w) * j->ys + c0;
+        for (int k = 0; k < n; k += 16) {
+            __m512 v = _mm512_add_ps(_mm512_load_ps(c->out + (long)w * n + k), _mm512_loadu_ps(bias + c0 + k));
+            _mm512_storeu_ps(yr + k, _mm512_max_ps(_mm512_add_ps(v, _mm512_loadu_ps(xr + k)), zero));
+        }
+    }
+}
+
+static void *run(void *arg) {
+    job_t *j = (job_t *)arg;
+    ctx_t c = {.j = j};
+    c.K = 64 / j->G;
+    c.P3 = j->G == 4 ? 28 : 6;
+    /* a multiple of 4 Winograd tiles' P and so of P3: both forms of the conv fit it */
+    c.Wp3 = 4 * (((j->W + 3) / 4 + c.P3 - 1) / c.P3 * c.P3);
+    c.Wp1 = (j->W + 5) / 6 * 6;
+    c.rowlen = (long)(c.Wp3 + 2) * c.K;
+    const long wmax = c.Wp3 > c.Wp1 ? c.Wp3 : c.Wp1;
+    c.ring = alloc_zeroed(sizeof(float) * (size_t)j->n3 * j->G * 3 * c.rowlen);
+    c.out = alloc_zeroed(sizeof(float) * (size_t)wmax * 64);
+    c.t = alloc_zeroed(sizeof(float) * (size_t)wmax * 64);
+    c.v = alloc_zeroed(sizeof(float) * wino_scratch(c.K, c.K));
+    c.mt = alloc_zeroed(sizeof(float) * wino_scratch(c.K, c.K));
+    if (!c.ring || !c.out || !c.t || !c.v || !c.mt) {
+        free(c.ring); free(c.out); free(c.t); free(c.v); free(c.mt);
+        return FAILED;
+    }
+    for (int s = 0; s < MAX3; s++) c.have[s][0] = c.have[s][1] = c.have[s][2] = INT32_MIN;
+    const int last = j->n3 - 1, K = c.K;
+    const __m512 zero = _mm512_setzero_ps();
+    for (int h = j->h0; h < j->h1; h++) {
+        for (int d = -1; d <= 1; d++) ensure(&c, last, h + d);
+        for (int g = 0; g < j->G; g++) {
+            conv3_row(&c, last, g, h);
+            if (!j->w1) {
+                finish_row(&c, h, j->b3[last], g * K, K);
+                continue;
+            }
+            const float *b = j->b3[last] + g * K;  /* ReLU into the 1x1's input row */
+            for (int w = 0; w < j->W; w++)
+                for (int k = 0; k < K; k += 16)
+                    _mm512_store_ps(c.t + (long)w * 64 + g * K + k,
+                                    _mm512_max_ps(_mm512_add_ps(_mm512_load_ps(c.out + (long)w * K + k),
+                                                                _mm512_loadu_ps(b + k)), zero));
+        }
+        if (j->w1) {
+            const float *rows[1] = {c.t};
+            for (int x0 = 0; x0 < c.Wp1; x0 += 6) conv1_d64(rows, j->w1, c.out, x0);
+            finish_row(&c, h, j->b1, 0, 64);
+        }
+    }
+    free(c.ring); free(c.out); free(c.t); free(c.v); free(c.mt);
+    return NULL;
+}
+
+/* relu(body(x) + x) into y. Returns 0; -1 for a shape it does not serve; -2 when a thread could not get its
+   row buffers (y is then partly written; the Python side raises MemoryError). */
+int srkit_resblock(const float *x, long xs, float *y, long ys, int H, int W, int G, int n3,
+                   const float *const *w3, const float *const *u3, const float *const *b3, const float *w1,
+                   const float *b1, int nthreads) {
+    if ((G != 1 && G != 4) || n3 < 1 || n3 > MAX3 || H < 1 || W < 1) return -1;
+    const int n = clamp_threads(nthreads, H);
+    job_t jobs[MAXTHREADS];
+    for (int t = 0; t < n; t++) {
+        job_t jt = {.x = x, .xs = xs, .y = y, .ys = ys, .H = H, .W = W, .G = G, .n3 = n3, .w1 = w1, .b1 = b1,
+                    .h0 = (int)((long)H * t / n), .h1 = (int)((long)H * (t + 1) / n)};
+        for (int s = 0; s < n3; s++) { jt.w3[s] = w3[s]; jt.u3[s] = u3 ? u3[s] : NULL; jt.b3[s] = b3[s]; }
+        jobs[t] = jt;
+    }
+    return parallel(run, jobs, sizeof(job_t), n);
+}
+
+/* Make the input ring xr ([G][3 slots][xlen], per-group padded rows) hold rows r-1..r+1 of x. */
+static void ensure_x_rows(const float *x, long xs, int H, int W, int G, int r, float *xr, long xlen, int *have) {
+    const int K = 64 / G;
+    for (int rr = r - 1; rr <= r + 1; rr++) {
+        const int s = slot_of(rr);
+        if (have[s] == rr) continue;
+        have[s] = rr;
+        if (rr < 0 || rr >= H)
+            for (int g = 0; g < G; g++) memset(xr + (g * 3 + s) * xlen, 0, sizeof(float) * xlen);
+        else
+            load_row(x, xs, W, G, K, rr, xr + s * xlen, 3 * xlen);
+    }
+}
+
+/* ---- The x2 tail: y = pixel_shuffle(exit'(relu(up(x))), 2), streamed ----
+   up: 3x3, 64 -> 256 channels, G = 1 or 4 groups; exit': the sub-pixel form of the exit conv
+   (srkit.fast.SubPixelExit), 3x3, 256 -> 12 channels. The 256-channel map (4x the input) is never
+   stored: up's rows live in a ring of three. up's outputs are laid out phase-major, (i * 2 + j) * 64 + c
+   for pixel-shuffle channel c * 4 + i * 2 + j, so that each exit tap reads whole 64-channel phase blocks
+   and skips the blocks whose weights are all zero (a 3x3 conv at twice the resolution touches 16 of the 36
+   (tap, phase) pairs). */
+typedef struct {
+    const float *x; long xs;
+    int H, W, G;
+    const float *wa, *ba;           /* up: [4 chunks][3][3][K][64], bias [256] phase-major */
+    const float *ua;                /* up as Winograd weights [4 chunks][6][3K][64], or NULL: direct */
+    const float *we, *be;           /* exit': [9 taps][4 phases][64][16], bias [16] (12 used) */
+    const unsigned char *mask;      /* [9][4]: 1 where that tap and phase block has a nonzero weight */
+    float *y; long sy, sx, sc;      /* output pixel (Y, X) channel o at y + Y * sy + X * sx + o * sc */
+    int h0, h1;
+} tail_t;
+
+static inline __attribute__((always_inline)) void exit_block(const float *const *rows, const float *w,
+                                                             const unsigned char *mask, float *out, int x0) {
+    __m512 acc[28];
+    _Pragma("GCC unroll 64") for (int i = 0; i < 28; i++) acc[i] = _mm512_setzero_ps();
+    for (int ky = 0; ky < 3; ky++)
+        for (int kx = 0; kx < 3; kx++)
+            for (int q = 0; q < 4; q++) {
+                const int tq = (ky * 3 + kx) * 4 + q;
+                if (!mask[tq]) continue;
+                const float *src = rows[ky] + (long)(x0 + kx) * 256 + q * 64;
+                const float *wk = w + (long)tq * 64 * 16;
+                ACCUMULATE(28, 1, 64, 256, src, wk, acc)
+            }
+    _Pragma("GCC unroll 64") for (int p = 0; p < 28; p++) _mm512_store_ps(out + (long)(x0 + p) * 16, acc[p]);
+}
+
+static void *run_tail(void *arg) {
+    tail_t *j = (tail_t *)arg;
+    const int W = j->W, G = j->G, K = 64 / G;
+    const int WpA = 4 * (((W + 3) / 4 + 5) / 6 * 6), WpE = (W + 27) / 28 * 28, wmax = WpA > WpE ? WpA : WpE;
+    const long xlen = (long)(wmax + 2) * K, elen = (long)(WpE + 2) * 256;
+    float *xr = alloc_zeroed(sizeof(float) * 3 * G * xlen);   /* [G][3 slots][xlen] */
+    float *er = alloc_zeroed(sizeof(float) * 3 * elen);       /* [3 slots][elen] */
+    float *out = alloc_zeroed(sizeof(float) * (size_t)wmax * 64);
+    float *v = alloc_zeroed(sizeof(float) * wino_scratch(K, 64));
+    float *mt = alloc_zeroed(sizeof(float) * wino_scratch(K, 64));
+    if (!xr || !er || !out || !v || !mt) {
+        free(xr); free(er); free(out); free(v); free(mt);
+        return FAILED;
+    }
+    int xhave[3] = {INT32_MIN, INT32_MIN, INT32_MIN}, ehave[3] = {INT32_MIN, INT32_MIN, INT32_MIN};
+    const __m512 zero = _mm512_setzero_ps();
+    for (int h = j->h0; h < j->h1; h++) {
+        for (int r = h - 1; r <= h + 1; r++) {   /* ring E holds relu(up(x)) rows h-1..h+1 */
+            const int es = slot_of(r);
+            if (ehave[es] == r) continue;
+            ehave[es] = r;
+            float *erow = er + es * elen;
+            if (r < 0 || r >= j->H) { memset(erow, 0, sizeof(float) * elen); continue; }
+            ensure_x_rows(j->x, j->xs, j->H, W, G, r, xr, xlen, xhave);
+            for (int q = 0; q < 4; q++) {         /* chunk q: 64 outputs from group q (G = 4) or all inputs */
+                const int g = G == 4 ? q : 0;
+                const float *rows[3];
+                for (int ky = 0; ky < 3; ky++) rows[ky] = xr + (g * 3 + slot_of(r + ky - 1)) * xlen;
+                if (j->ua) {
+                    wino_row(rows, K, 64, WpA / 4, j->ua + (long)q * 18 * K * 64, out, v, mt);
+                } else {
+                    const float *w = j->wa + (long)q * 9 * K * 64;
+                    for (int x0 = 0; x0 < WpA; x0 += 6) {
+                        if (G == 4) conv3_g16m4(rows, w, out, x0);
+                        else conv3_d64(rows, w, out, x0);
+                    }
+                }
+                for (int m = 0; m < 4; m++) {      /* vector m of chunk q -> its phase-major place */
+                    const int off = G == 4 ? m * 64 + q * 16 : q * 64 + m * 16;
+                    const __m512 b = _mm512_loadu_ps(j->ba + off);
+                    for (int w = 0; w < W; w++)
+                        _mm512_storeu_ps(erow + (long)(w + 1) * 256 + off,
+                                         _mm512_max_ps(_mm512_add_ps(_mm512_load_ps(out + (long)w * 64 + m * 16), b),
+                                                       zero));
+                }
+            }
+        }
+        const float *rows[3] = {er + slot_of(h - 1) * elen, er + slot_of(h) * elen, er + slot_of(h + 1) * elen};
+        for (int x0 = 0; x0 < WpE; x0 += 28) exit_block(rows, j->we, j->mask, out, x0);
+        for (int w = 0; w < W; w++)
+            for (int o = 0; o < 3; o++)
+                for (int a = 0; a < 2; a++)
+                    for (int b = 0; b < 2; b++) {
+                        const int k = o * 4 + a * 2 + b;
+                        j->y[(long)(2 * h + a) * j->sy + (long)(2 * w + b) * j->sx + o * j->sc] =
+                            out[(long)w * 16 + k] + j->be[k];
+                    }
+    }
+    free(xr); free(er); free(out); free(v); free(mt);
+    return NULL;
+}
+
+int srkit_subpixel_tail(const float *x, long xs, int H, int W, int G, const float *wa, const float *ua, const float *ba,
+                        const float *we, const float *be, const unsigned char *mask,
+                        float *y, long sy, long sx, long sc, int nthreads) {
+    if ((G != 1 && G != 4) || H < 1 || W < 1) return -1;
+    const int n = clamp_threads(nthreads, H);
+    tail_t jobs[MAXTHREADS];
+    for (int t = 0; t < n; t++)
+        jobs[t] = (tail_t){.x = x, .xs = xs, .H = H, .W = W, .G = G, .wa = wa, .ua = ua, .ba = ba, .we = we, .be = be,
+                           .mask = mask, .y = y, .sy = sy, .sx = sx, .sc = sc,
+                           .h0 = (int)((long)H * t / n), .h1 = (int)((long)H * (t + 1) / n)};
+    return parallel(run_tail, jobs, sizeof(tail_t), n);
+}
+
+/* ---- A cascade's 1x1 fusion: y = relu(W [x_0 .. x_{n-1}] + b) over n 64-channel blocks of the cascade
+   buffer (pixel stride bs), as one pass with bias and ReLU in the store. ---- */
+typedef struct {
+    const float *buf; long bs; int nchunks; long p0, p1;
+    const float *w, *b;             /* [nchunks][64][64] (input-major), [64] */
+    float *y; long ys;
+} fuse_t;
+
+static void *run_fuse(void *arg) {
+    fuse_t *j = (fuse_t *)arg;
+    const __m512 zero = _mm512_setzero_ps();
+    float tmp[6 * 64] __attribute__((aligned(64)));
+    float pad[6 * 64 * MAX3] __attribute__((aligned(64)));  /* the last, partial block of pixels */
+    for (long p0 = j->p0; p0 < j->p1; p0 += 6) {
+        const float *src = j->buf + p0 * j->bs;
+        long stride = j->bs;
+        const int np = j->p1 - p0 < 6 ? (int)(j->p1 - p0) : 6;
+        if (np < 6) {
+            memset(pad, 0, sizeof(pad));
+            for (int p = 0; p < np; p++)
+                memcpy(pad + p * 64 * j->nchunks, src + p * j->bs, sizeof(float) * 64 * j->nchunks);
+            src = pad;
+            stride = 64 * j->nchunks;
+        }
+        __m512 acc[24];
+        for (int i = 0; i < 24; i++) acc[i] = zero;
+        for (int c = 0; c < j->nchunks; c++) {
+            const float *s = src + c * 64, *wk = j->w + (long)c * 64 * 64;
+            ACCUMULATE(6, 4, 64, stride, s, wk, acc)
+        }
+        for (int p = 0; p < 6; p++)
+            for (int m = 0; m < 4; m++)
+                _mm512_store_ps(tmp + p * 64 + m * 16,
+                                _mm512_max_ps(_mm512_add_ps(acc[p * 4 + m], _mm512_loadu_ps(j->b + m * 16)), zero));
+        for (int p = 0; p < np; p++) memcpy(j->y + (p0 + p) * j->ys, tmp + p * 64, sizeof(float) * 64);
+    }
+    return NULL;
+}
+
+int srkit_fuse1x1(const float *buf, long bs, int nchunks, long npix, const float *w, const float *b,
+                  float *y, long ys, int nthreads) {
+    if (nchunks < 1 || nchunks > MAX3 || npix < 1) return -1;
+    const int n = clamp_threads(nthreads, (npix + 5) / 6);
+    fuse_t jobs[MAXTHREADS];
+    const long blocks = (npix + 5) / 6;
+    for (int t = 0; t < n; t++) {
+        long p0 = blocks * t / n * 6, p1 = blocks * (t + 1) / n * 6;
+        jobs[t] = (fuse_t){.buf = buf, .bs = bs, .nchunks = nchunks, .p0 = p0, .p1 = p1 < npix ? p1 : npix,
+                           .w = w, .b = b, .y = y, .ys = ys};
+    }
+    return parallel(run_fuse, jobs, sizeof(fuse_t), n);
+}
+
+/* ---- A dense 3x3 conv, 64 channels in, 64 n out (stride 1, zero padding 1), + bias, optional ReLU, streamed
+   by rows as Winograd F(4,3): a dense x3 upsampling conv, the first x2 stage at x4. ---- */
+typedef struct {
+    const float *x; long xs; int H, W, nchunks, relu;
+    const float *u, *b;             /* [nchunks][6][192][64], bias [64 nchunks] */
+    float *y; long ys;
+    int h0, h1;
+} conv_t;
+
+static void *run_conv(void *arg) {
+    conv_t *j = (conv_t *)arg;
+    const int W = j->W, Wp = 4 * (((W + 3) / 4 + 5) / 6 * 6);
+    const long xlen = (long)(Wp + 2) * 64;
+    float *xr = alloc_zeroed(sizeof(float) * 3 * xlen), *out = alloc_zeroed(sizeof(float) * (size_t)Wp * 64);
+    float *v = alloc_zeroed(sizeof(float) * wino_scratch(64, 64));
+    float *mt = alloc_zeroed(sizeof(float) * wino_scratch(64, 64));
+    if (!xr || !out || !v || !mt) {
+        free(xr); free(out); free(v); free(mt);
+        return FAILED;
+    }
+    int have[3] = {INT32_MIN, INT32_MIN, INT32_MIN};
+    const __m512 zero = _mm512_setzero_ps();
+    for (int h = j->h0; h < j->h1; h++) {
+        ensure_x_rows(j->x, j->xs, j->H, W, 1, h, xr, xlen, have);
+        const float *rows[3] = {xr + slot_of(h - 1) * xlen, xr + slot_of(h) * xlen, xr + slot_of(h + 1) * xlen};
+        for (int q = 0; q < j->nchunks; q++) {
+            wino_row(rows, 64, 64, Wp / 4, j->u + (long)q * 6 * 192 * 64, out, v, mt);
+            for (int m = 0; m < 4; m++) {
+                const __m512 b = _mm512_loadu_ps(j->b + q * 64 + m * 16);
+                for (int w = 0; w < W; w++) {
+                    __m512 r = _mm512_add_ps(_mm512_load_ps(out + (long)w * 64 + m * 16), b);
+                    if (j->relu) r = _mm512_max_ps(r, zero);
+                    _mm512_storeu_ps(j->y + ((long)h * W + w) * j->ys + q * 64 + m * 16, r);
+                }
+            }
+        }
+    }
+    free(xr); free(out); free(v); free(mt);
+    return NULL;
+}
+
+int srkit_conv3x3(const float *x, long xs, int H, int W, int nchunks, const float *u, const float *b, int relu,
+                  float *y, long ys, int nthreads) {
+    if (nchunks < 1 || H < 1 || W < 1) return -1;
+    const int n = clamp_threads(nthreads, H);
+    conv_t jobs[MAXTHREADS];
+    for (int t = 0; t < n; t++)
+        jobs[t] = (conv_t){.x = x, .xs = xs, .H = H, .W = W, .nchunks = nchunks, .relu = relu, .u = u, .b = b,
+                           .y = y, .ys = ys, .h0 = (int)((long)H * t / n), .h1 = (int)((long)H * (t + 1) / n)};
+    return parallel(run_conv, jobs, sizeof(conv_t), n);
+}

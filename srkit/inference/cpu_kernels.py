@@ -1,0 +1,317 @@
+"""Streamed CPU kernels for the fast path's 64-channel parts (``srkit/_cpu_kernels.c``; why: its header).
+
+- ``StreamedResidual``: a residual block of 3x3 convs (3x3, ReLU, 3x3) or an efficient one (grouped 3x3,
+  ReLU, grouped 3x3, ReLU, 1x1), ``relu(body(x) + x)`` written into any NHWC destination (a slice of the
+  cascade buffer), its intermediates never stored;
+- ``StreamedTail``: the last x2 upsampling conv + ReLU + the sub-pixel exit conv + pixel shuffle, without the
+  256-channel map;
+- ``fuse1x1``: a cascade's 1x1 fusion over the buffer's 64-channel blocks, bias and ReLU in the store;
+- ``StreamedConv3x3``: any other dense 3x3 conv from 64 channels to a multiple of 64 (a x3 upsampling
+  conv, the first stage at x4), by rows.
+
+Each returns False / None when it cannot run here (no compiled kernel, a CPU without AVX-512, not float32
+on the CPU, gradients on), and the caller runs the oneDNN path instead: the two agree to rounding (tested).
+The library is built by ``pip install`` (setup.py; optional: a failed build only loses these kernels) and
+loaded with ctypes, which releases the GIL for each call. ``SRKIT_NO_CPU_KERNELS=1`` turns them off.
+"""
+from __future__ import annotations
+
+import ctypes
+import importlib.machinery
+import os
+from pathlib import Path
+
+import torch
+import torch.nn as nn
+
+_LIB: ctypes.CDLL | None | bool = None  # None: not looked for yet; False: not usable here
+_WHY_NOT = ""
+_ABI = 1  # the argument lists below; srkit/_cpu_kernels.c's ABI must match
+
+
+def _load(path: Path) -> ctypes.CDLL:
+    """The library with its functions' argument types, or OSError (unloadable, or built from other source)."""
+    lib = ctypes.CDLL(str(path))
+    abi = getattr(lib, "srkit_kernels_abi", None)
+    if abi is None or abi() != _ABI:
+        raise OSError(f"{path.name} was built from another version of srkit/_cpu_kernels.c: "
+                      f"run pip install -e . again")
+    p, i, long, pp = ctypes.c_void_p, ctypes.c_int, ctypes.c_long, ctypes.POINTER(ctypes.c_void_p)
+    for name, args in (("srkit_resblock", [p, long, p, long, i, i, i, i, pp, pp, pp, p, p, i]),
+                       ("srkit_subpixel_tail", [p, long, i, i, i, p, p, p, p, p, p, p, long, long, long, i]),
+                       ("srkit_fuse1x1", [p, long, i, long, p, p, p, long, i]),
+                       ("srkit_conv3x3", [p, long, i, i, i, p, p, i, p, long, i])):
+        getattr(lib, name).argtypes = args
+        getattr(lib, name).restype = i
+    return lib
+
+
+def _library() -> ctypes.CDLL | None:
+    global _LIB, _WHY_NOT
+    if _LIB is None:
+        _LIB = False
+        here = Path(__file__).parent
+        path = next((p for p in (here / f"_cpu_kernels{s}" for s in importlib.machinery.EXTENSION_SUFFIXES)
+                     if p.exists()), None)
+        capability = torch.backends.cpu.get_cpu_capability()  # the kernels are AVX-512F code
+        if os.environ.get("SRKIT_NO_CPU_KERNELS", "") not in ("", "0"):
+            _WHY_NOT = "turned off by SRKIT_NO_CPU_KERNELS"
+        elif path is None:
+            _WHY_NOT = "not built (pip install -e . builds srkit/_cpu_kernels.c; it needs a C compiler)"
+        elif capability not in ("AVX512", "AMX"):
+            _WHY_NOT = f"this CPU has no AVX-512 (torch reports {capability})"
+        else:
+            try:
+                _LIB = _load(path)
+            except (OSError, AttributeError) as e:
+                _WHY_NOT = str(e).splitlines()[0] if str(e) else f"{path.name} could not be loaded"
+    return _LIB or None
+
+
+def available() -> bool:
+    """Whether the compiled kernels are present, this CPU can run them, and they are not turned off."""
+    return _library() is not None
+
+
+def serves(weight: torch.Tensor) -> bool:
+    """Whether a model whose weights are like ``weight`` gets streamed kernels: they are available and the
+    weights live on the CPU (a model prepared on CUDA runs cuDNN throughout)."""
+    return weight.device.type == "cpu" and available()
+
+
+def unavailable_reason() -> str:
+    """Why ``available()`` is False, in words ("" when it is True)."""
+    return "" if available() else (_WHY_NOT or "turned off")
+
+
+def _pixel_stride(t: torch.Tensor) -> int | None:
+    """The pixel stride of an NHWC-laid-out 4-d tensor (channels contiguous, rows of W pixels), else None.
+    Strides of size-1 dimensions are arbitrary in torch, so they are not trusted."""
+    n, c, h, w = t.shape
+    s = t.stride()
+    ps = s[3] if w > 1 else s[2] if h > 1 else c
+    if (s[1] == 1 or c == 1) and ps >= c and (h == 1 or s[2] == w * ps) and (n == 1 or s[0] >= h * w * ps):
+        return ps
+    return None
+
+
+def _runnable(*tensors: torch.Tensor) -> ctypes.CDLL | None:
+    """The library, when the kernels can run on these tensors: float32 on the CPU, no autograd; else None."""
+    if torch.is_grad_enabled() or any(t.device.type != "cpu" or t.dtype != torch.float32 for t in tensors):
+        return None
+    return _library()
+
+
+def _overlap(a: torch.Tensor, b: torch.Tensor) -> bool:
+    """Whether the memory spans of two tensors intersect (conservative: spans, not exact elements)."""
+    def span(t: torch.Tensor) -> tuple[int, int]:
+        first = t.data_ptr()
+        return first, first + t.element_size() * (1 + sum((n - 1) * s for n, s in zip(t.shape, t.stride())))
+    (a0, a1), (b0, b1) = span(a), span(b)
+    return a0 < b1 and b0 < a1
+
+
+# 1-D Winograd F(4,3) (srkit/_cpu_kernels.c: wino_row): the weight transform G, applied here in float64
+_WINOGRAD_G = torch.tensor([[1 / 4, 0, 0], [-1 / 6, -1 / 6, -1 / 6], [-1 / 6, 1 / 6, -1 / 6],
+                            [1 / 24, 1 / 12, 1 / 6], [1 / 24, -1 / 12, 1 / 6], [0, 0, 1]], dtype=torch.float64)
+
+
+def winograd_weights(w: torch.Tensor, groups: int) -> torch.Tensor:
+    """A 3x3 conv weight [O, K, 3, 3] as the Winograd kernel reads it: [G][6][3 rows x K][O / G], flat."""
+    o, k = w.shape[:2]
+    u = torch.einsum("xj,oiyj->xyio", _WINOGRAD_G, w.detach().double())  # [6][ky][K][O]
+    u = u.reshape(6, 3 * k, groups, o // groups).permute(2, 0, 1, 3)
+    return u.float().reshape(-1).contiguous()
+
+
+class StreamedResidual(nn.Module):
+    """``relu(body(x) + x)`` for a body of 3x3 convs (ReLU after all but possibly the last) and an optional
+    final 1x1, 64 channels, groups 1 or 4, written into a caller's NHWC destination."""
+
+    def __init__(self, w3: list[torch.Tensor], b3: list[torch.Tensor], groups: int,
+                 w1: torch.Tensor | None, b1: torch.Tensor | None, winograd: bool = True) -> None:
+        super().__init__()
+        self.groups, self.n3, self.winograd = groups, len(w3), winograd
+        k = 64 // groups
+        for i, (w, b) in enumerate(zip(w3, b3)):
+            # [64, K, 3, 3] -> [G][ky][kx][K in][K out]: the kernel walks taps, then input channels
+            # (stored flat: Module.to(memory_format=...) would re-stride a 4-d or 5-d buffer)
+            packed = w.detach().float().reshape(groups, k, k, 3, 3).permute(0, 3, 4, 2, 1).reshape(-1)
+            self.register_buffer(f"w3_{i}", packed.contiguous())
+            self.register_buffer(f"u3_{i}", winograd_weights(w, groups))
+            self.register_buffer(f"b3_{i}", b.detach().float().contiguous())
+        self.register_buffer("w1", None if w1 is None else w1.detach().float().reshape(64, 64).t().reshape(-1))
+        self.register_buffer("b1", None if b1 is None else b1.detach().float().contiguous())
+
+    @classmethod
+    def from_body(cls, body: list[nn.Module]) -> "StreamedResidual | None":
+        """The kernel for ``body`` (a residual block's modules in order), or None when it does not fit."""
+        convs, relus = [], []
+        for m in body:
+            if isinstance(m, nn.Conv2d):
+                convs.append(m)
+                relus.append(False)
+            elif isinstance(m, nn.ReLU) and relus and not relus[-1]:
+                relus[-1] = True
+            else:
+                return None
+        if not convs or any(c.in_channels != 64 or c.out_channels != 64 or c.bias is None or c.stride != (1, 1)
+                            or c.dilation != (1, 1) or c.padding_mode != "zeros" for c in convs):
+            return None
+        one = convs[-1] if convs[-1].kernel_size == (1, 1) and convs[-1].groups == 1 \
+            and convs[-1].padding == (0, 0) and len(convs) > 1 else None
+        threes = convs[:-1] if one is not None else convs
+        groups = threes[0].groups
+        if len(threes) > 4 or groups not in (1, 4) or relus[-1] \
+                or any(c.kernel_size != (3, 3) or c.padding != (1, 1) or c.groups != groups for c in threes) \
+                or not all(relus[:len(threes) - (0 if one is not None else 1)]):
+            return None
+        return cls([c.weight for c in threes], [c.bias for c in threes], groups,
+                   one.weight if one is not None else None, one.bias if one is not None else None)
+
+    def forward(self, x: torch.Tensor, out: torch.Tensor) -> bool:
+        """Write ``relu(body(x) + x)`` into ``out``; False (nothing written) when the kernel cannot run here."""
+        lib = _runnable(x, out, self.w3_0)
+        xs, ys = _pixel_stride(x), _pixel_stride(out)
+        if lib is None or xs is None or ys is None or x.shape != out.shape or x.shape[1] != 64 or _overlap(x, out):
+            return False
+        p = ctypes.c_void_p
+        w3 = (p * self.n3)(*[getattr(self, f"w3_{i}").data_ptr() for i in range(self.n3)])
+        u3 = (p * self.n3)(*[getattr(self, f"u3_{i}").data_ptr() for i in range(self.n3)]) if self.winograd else None
+        b3 = (p * self.n3)(*[getattr(self, f"b3_{i}").data_ptr() for i in range(self.n3)])
+        w1 = self.w1.data_ptr() if self.w1 is not None else None
+        b1 = self.b1.data_ptr() if self.b1 is not None else None
+        n, _, h, w = x.shape
+        for i in range(n):
+            rc = lib.srkit_resblock(x[i].data_ptr(), xs, out[i].data_ptr(), ys, h, w, self.groups, self.n3,
+                                    w3, u3, b3, w1, b1, torch.get_num_threads())
+            _check(rc, "srkit_resblock")
+        return True
+
+
+def _check(rc: int, name: str) -> None:
+    if rc == -2:
+        raise MemoryError(f"{name}: out of memory for its row buffers")
+    if rc != 0:
+        raise RuntimeError(f"{name} refused a shape it was built for (code {rc})")
+
+
+def _nhwc_contiguous(t: torch.Tensor) -> bool:
+    return t.is_contiguous(memory_format=torch.channels_last)
+
+
+class StreamedTail(nn.Module):
+    """``pixel_shuffle(exit'(relu(up(x))), 2)``: ``up`` a 3x3 conv 64 -> 256 (groups 1 or 4) in pixel-shuffle
+    channel order, ``exit'`` the 3x3 sub-pixel exit conv 256 -> 12 (``srkit.inference.fast.SubPixelExit.sub``)."""
+
+    def __init__(self, up_w: torch.Tensor, up_b: torch.Tensor, groups: int, exit_w: torch.Tensor,
+                 exit_b: torch.Tensor) -> None:
+        super().__init__()
+        k = 64 // groups
+        # up's output channel c * 4 + q (q = pixel-shuffle phase) goes to phase-major place q * 64 + c. The
+        # kernel computes 4 chunks of 64 outputs: chunk = group (G = 4; within it [phase][16 channels]) or
+        # chunk = phase (G = 1; within it the 64 channels).
+        w = up_w.detach().float().reshape(64, 4, k, 3, 3)  # [c][q][K][3][3]
+        if groups == 4:
+            chunks = w.reshape(4, 16, 4, k, 3, 3).permute(0, 2, 1, 3, 4, 5).reshape(4, 64, k, 3, 3)
+        else:
+            chunks = w.permute(1, 0, 2, 3, 4)  # [q][c][64][3][3]
+        self.register_buffer("wa", chunks.permute(0, 3, 4, 2, 1).reshape(-1).contiguous())  # [chunk][ky][kx][K][64]
+        self.register_buffer("ua", torch.cat([winograd_weights(c, 1) for c in chunks]))
+        self.winograd = True
+        self.register_buffer("ba", up_b.detach().float().reshape(64, 4).t().reshape(-1).contiguous())
+        # exit': [12][256 (c * 4 + q)][3][3] -> [ky][kx][q][c][16 outputs], outputs 12..15 zero
+        e = exit_w.detach().float().reshape(12, 64, 4, 3, 3).permute(3, 4, 2, 1, 0)
+        we = torch.zeros(3, 3, 4, 64, 16)
+        we[..., :12] = e
+        self.register_buffer("we", we.reshape(-1).contiguous())
+        self.register_buffer("be", torch.cat([exit_b.detach().float(), torch.zeros(4)]).contiguous())
+        self.register_buffer("mask", (we.reshape(9, 4, -1) != 0).any(-1).to(torch.uint8).reshape(-1).contiguous())
+        self.groups = groups
+
+    @classmethod
+    def from_convs(cls, up: nn.Module, exit_sub: nn.Module) -> "StreamedTail | None":
+        """The kernel for ``up`` and ``exit_sub`` (each an nn.Conv2d or a srkit.inference.fast.FusedConv: weight, bias,
+        groups, padding, stride, dilation), or None when their shapes do not fit."""
+        w, g = up.weight, up.groups
+        if g not in (1, 4) or tuple(w.shape) != (256, 64 // g, 3, 3) or not _plain_3x3(up) \
+                or tuple(exit_sub.weight.shape) != (12, 256, 3, 3) or exit_sub.groups != 1 or not _plain_3x3(exit_sub):
+            return None
+        return cls(w, up.bias, g, exit_sub.weight, exit_sub.bias)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor | None:
+        """The 3-channel output at twice ``x``'s size (channels_last), or None when the kernel cannot run."""
+        lib = _runnable(x, self.wa)
+        xs = _pixel_stride(x)
+        if lib is None or xs is None or x.shape[1] != 64:
+            return None
+        n, _, h, w = x.shape
+        y = torch.empty(n, 3, 2 * h, 2 * w, memory_format=torch.channels_last)
+        for i in range(n):
+            _check(lib.srkit_subpixel_tail(x[i].data_ptr(), xs, h, w, self.groups, self.wa.data_ptr(),
+                                           self.ua.data_ptr() if self.winograd else None,
+                                           self.ba.data_ptr(), self.we.data_ptr(), self.be.data_ptr(),
+                                           self.mask.data_ptr(), y[i].data_ptr(), y.stride(2), y.stride(3),
+                                           y.stride(1), torch.get_num_threads()), "srkit_subpixel_tail")
+        return y
+
+
+def _plain_3x3(conv: nn.Module) -> bool:
+    """3x3, stride 1, zero padding 1, with a bias (an nn.Conv2d or a srkit.inference.fast.FusedConv)."""
+    return tuple(conv.weight.shape[2:]) == (3, 3) and tuple(conv.padding) == (1, 1) \
+        and tuple(conv.stride) == (1, 1) and tuple(conv.dilation) == (1, 1) and conv.bias is not None \
+        and getattr(conv, "padding_mode", "zeros") == "zeros"
+
+
+class StreamedConv3x3(nn.Module):
+    """A dense 3x3 conv with 64 input channels and 64 n outputs (+ bias, optional ReLU), streamed by rows as
+    Winograd F(4,3): the upsampling convs the x2 tail does not cover (x3, the first x2 stage at x4)."""
+
+    def __init__(self, weight: torch.Tensor, bias: torch.Tensor, relu: bool) -> None:
+        super().__init__()
+        self.out_channels, self.relu = weight.shape[0], relu
+        self.register_buffer("u", torch.cat([winograd_weights(c, 1) for c in weight.split(64)]))
+        self.register_buffer("b", bias.detach().float().contiguous())
+
+    @classmethod
+    def from_conv(cls, conv: nn.Module, relu: bool) -> "StreamedConv3x3 | None":
+        o, c = conv.weight.shape[:2]
+        if conv.groups != 1 or c != 64 or o % 64 or not _plain_3x3(conv):
+            return None
+        return cls(conv.weight, conv.bias, relu)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor | None:
+        """The conv's output (channels_last), or None when the kernel cannot run here."""
+        lib = _runnable(x, self.u)
+        xs = _pixel_stride(x)
+        if lib is None or xs is None or x.shape[1] != 64:
+            return None
+        n, _, h, w = x.shape
+        y = torch.empty(n, self.out_channels, h, w, memory_format=torch.channels_last)
+        for i in range(n):
+            _check(lib.srkit_conv3x3(x[i].data_ptr(), xs, h, w, self.out_channels // 64, self.u.data_ptr(),
+                                     self.b.data_ptr(), int(self.relu), y[i].data_ptr(), y.stride(3),
+                                     torch.get_num_threads()), "srkit_conv3x3")
+        return y
+
+
+def pack_fuse(weight: torch.Tensor) -> torch.Tensor | None:
+    """A cascade fusion's 1x1 weight [64, 64 n, 1, 1] as the kernel reads it ([n][64 in][64 out], flat), or
+    None when it does not fit (not 64 outputs, inputs not whole 64-channel blocks, more than 4 blocks)."""
+    o, c = weight.shape[:2]
+    if o != 64 or c % 64 or not 1 <= c // 64 <= 4 or weight.shape[2:] != (1, 1):
+        return None
+    return weight.detach().float().reshape(64, c // 64, 64).permute(1, 2, 0).reshape(-1).contiguous()
+
+
+def fuse1x1(rows: torch.Tensor, packed: torch.Tensor, bias: torch.Tensor) -> torch.Tensor | None:
+    """``relu(rows @ W^T + bias)`` for ``rows`` a [pixels, 64 n] view of the cascade buffer's first n blocks
+    (row stride = the buffer's channels); None when the kernel cannot run here."""
+    lib = _runnable(rows, packed, bias)
+    npix, c = rows.shape
+    if lib is None or rows.stride(1) != 1 or packed.numel() != c * 64:
+        return None
+    y = torch.empty(npix, 64)
+    _check(lib.srkit_fuse1x1(rows.data_ptr(), rows.stride(0), c // 64, npix, packed.data_ptr(), bias.data_ptr(),
+                             y.data_ptr(), 64, torch.get_num_threads()), "srkit_fuse1x1")
+    return y

@@ -1,0 +1,402 @@
+"""The fast inference path: same outputs (within ``FAST_PATH_ATOL`` of the plain float32 forward), less time.
+
+``prepare_fast(model)`` returns a frozen copy of the model, rewritten as the model and its blocks declare
+(``srkit.core.layers``: ``FastPath``, ``Fusion``; written down in docs/adding-a-model.md):
+
+- the frozen ``add_mean`` 1x1 conv becomes a bias folded into the declared exit conv (exact: it is the
+  identity plus a constant) and ``sub_mean`` a plain subtraction (folding it into the padded entry conv would
+  change border pixels);
+- weight normalization is baked into plain conv weights;
+- weights and activations are channels_last (NHWC) on the CPU, where oneDNN runs fastest in it;
+- with ``fuse=True`` (the default): a ``Fusion.CONV_RELU`` block and every conv + ReLU run as one oneDNN call
+  on the CPU, a ``Fusion.RESIDUAL_RELU`` block's last conv with its ``+ x`` and ReLU; cascades write every
+  block's output once into one NHWC buffer and run their 1x1 fusions as matrix products on its channel
+  prefixes; pixel shuffle gathers whole channel runs because the conv before it emits its channels in
+  shuffle order; where the model declares that its exit conv reads the upsampler's output as it is, the exit
+  conv moves into each branch of the upsampler and a branch's last x2 stage runs as one sub-pixel conv;
+- on a CPU where ``srkit.inference.cpu_kernels`` can run, 64-channel residual blocks, the cascades' 1x1
+  fusions, a x2 tail (last upsampling conv + sub-pixel exit) and other dense 3x3 convs from 64 channels run
+  as streamed kernels instead (elsewhere, and whenever they decline an input, the oneDNN form runs);
+- optionally weights are cast to half precision (``half=``: fp16 on CUDA, bf16 on CPU; opt-in, it changes
+  numerics).
+
+Every module of the prepared model takes and returns tensors. Run it under ``torch.inference_mode()`` with
+inputs from ``to_fast_input``. ``fuse=False`` keeps only the portable rewrites (ONNX export uses that).
+"""
+from __future__ import annotations
+
+import copy
+import warnings
+
+import torch
+import torch.nn as nn
+import torch.nn.functional as F
+
+from srkit.core.layers import CascadeRunner, FastPath, Fusion, MeanShift, plain_cascade
+from srkit.inference import cpu_kernels
+from srkit.inference.cpu_kernels import StreamedConv3x3, StreamedResidual, StreamedTail
+
+# oneDNN's fused convolution (conv + post-ops), the kernel PyTorch's own CPU compiler emits; absent from
+# builds without oneDNN, where the fused modules run the plain ops.
+ONEDNN_BUILD = torch.backends.mkldnn.is_available() and hasattr(torch.ops.mkldnn, "_convolution_pointwise")
+
+
+class OneDNNFallbackWarning(RuntimeWarning):
+    """A fused oneDNN kernel is not available for a conv on this CPU / build; that conv runs plain ops."""
+
+
+class _Subtract(nn.Module):
+    def __init__(self, shift: MeanShift) -> None:
+        super().__init__()
+        self.register_buffer("bias", shift.shifter.bias.detach().clone().view(1, 3, 1, 1))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return x + self.bias
+
+
+class FusedConv(nn.Module):
+    """``conv(x)``, ``relu(conv(x))`` (``relu=True``) or ``relu(conv(x) + residual)`` in one oneDNN call on CPU."""
+
+    def __init__(self, conv: nn.Conv2d, relu: bool, out_order: torch.Tensor | None = None) -> None:
+        super().__init__()
+        if conv.padding_mode != "zeros" or isinstance(conv.padding, str):
+            raise ValueError("FusedConv needs numeric zero padding")
+        w, b = conv.weight.detach(), conv.bias.detach() if conv.bias is not None else None
+        if out_order is not None:  # a permutation of the output channels (see _ShuffleNHWC)
+            w, b = w[out_order], (b[out_order] if b is not None else None)
+        self.register_buffer("weight", w.clone().contiguous())  # prepare_fast sets the memory format
+        self.register_buffer("bias", b.clone() if b is not None else None)
+        self.relu = relu
+        self.padding, self.stride = list(conv.padding), list(conv.stride)
+        self.dilation, self.groups = list(conv.dilation), conv.groups
+        self._kernel_ok: dict[bool, bool] = {}  # per form (with a residual or not), probed on first use
+        # a dense 3x3 conv from 64 channels streamed by srkit.inference.cpu_kernels (AVX-512 CPUs); None otherwise
+        self.streamed = StreamedConv3x3.from_conv(self, relu) if cpu_kernels.serves(w) else None
+
+    def _onednn(self, x: torch.Tensor, binary: bool) -> bool:
+        # float32 only: oneDNN's bf16 kernels refuse CPUs without AVX512-BF16-class support, F.conv2d does not
+        if not (ONEDNN_BUILD and x.device.type == "cpu" and x.dtype == self.weight.dtype == torch.float32
+                and not torch.is_grad_enabled()):
+            return False
+        if binary not in self._kernel_ok:
+            self._kernel_ok[binary] = self._probe(binary)
+        return self._kernel_ok[binary]
+
+    def _probe(self, binary: bool) -> bool:
+        """Run the fused kernel once on a tiny input of this conv's configuration. Only a kernel that fails
+        here counts as unavailable; a failure on real inputs afterwards (out of memory, ...) is raised."""
+        k = self.weight.shape[-2:]
+        x = torch.zeros(1, self.weight.shape[1] * self.groups, k[0] + 1, k[1] + 1).contiguous(
+            memory_format=torch.channels_last)
+        try:
+            self._call(x, torch.zeros_like(self._plain(x, None)) if binary else None)
+            return True
+        except RuntimeError as e:
+            warnings.warn(f"oneDNN fused convolution unavailable here ({str(e).splitlines()[0]}); "
+                          f"this conv runs plain ops", OneDNNFallbackWarning, stacklevel=4)
+            return False
+
+    def _call(self, x: torch.Tensor, residual: torch.Tensor | None) -> torch.Tensor:
+        args = (self.weight, self.bias, self.padding, self.stride, self.dilation, self.groups)
+        if residual is None:
+            return torch.ops.mkldnn._convolution_pointwise(x, *args, "relu" if self.relu else "none", [], "")
+        return torch.ops.mkldnn._convolution_pointwise.binary(x, residual, *args, "add", None,
+                                                               "relu" if self.relu else None, [], "")
+
+    def _plain(self, x: torch.Tensor, residual: torch.Tensor | None) -> torch.Tensor:
+        y = F.conv2d(x, self.weight, self.bias, self.stride, self.padding, self.dilation, self.groups)
+        if residual is not None:
+            y = y + residual
+        return torch.relu(y) if self.relu else y
+
+    def forward(self, x: torch.Tensor, residual: torch.Tensor | None = None) -> torch.Tensor:
+        if residual is None and self.streamed is not None:
+            y = self.streamed(x)
+            if y is not None:
+                return y
+        if self._onednn(x, residual is not None):
+            return self._call(x, residual)
+        return self._plain(x, residual)
+
+
+class CascadeFuse(FusedConv, CascadeRunner):
+    """A cascade's 1x1 fusion conv + ReLU. ``srkit.core.layers.cascade`` hands a cascade whose fuses are all
+    of this type to ``run_cascade``."""
+
+    def __init__(self, conv: nn.Conv2d, relu: bool) -> None:
+        super().__init__(conv, relu)
+        # the weights as the streamed kernel reads them (srkit.inference.cpu_kernels.fuse1x1); None where it does not fit
+        packed = cpu_kernels.pack_fuse(conv.weight) if relu and conv.bias is not None else None
+        self.register_buffer("packed", packed)
+
+    def on_buffer(self, rows: torch.Tensor) -> torch.Tensor | None:
+        """relu(rows W^T + b) for ``rows`` a [pixels, channels] view of the cascade buffer, by the streamed
+        kernel; None where it cannot run."""
+        return cpu_kernels.fuse1x1(rows, self.packed, self.bias) if self.packed is not None else None
+
+    @staticmethod
+    def run_cascade(x: torch.Tensor, blocks: list, fuses: list["CascadeFuse"]) -> list[torch.Tensor]:
+        """c_i = cat(c_{i-1}, b_i) is the channel prefix of one NHWC buffer that each b_i is written into once;
+        o_i = relu(c_i W_i^T + bias) is a matrix product reading that prefix in place (a strided operand)."""
+        if x.device.type != "cpu":  # cuDNN: concatenation is cheap there, the buffer's strided reads are not
+            return plain_cascade(x, blocks, fuses)
+        n, c, h, w = x.shape
+        buf = torch.empty(n, h, w, c * (len(blocks) + 1), dtype=x.dtype, device=x.device)
+        rows = buf.view(n * h * w, -1)
+        buf[..., :c].copy_(x.permute(0, 2, 3, 1))
+        o, outs = x, []
+        for i, (block, fuse) in enumerate(zip(blocks, fuses)):
+            dst = buf[..., c * (i + 1):c * (i + 2)].permute(0, 3, 1, 2)
+            if not (isinstance(block, FusedResidual) and block.write_into(o, dst)):
+                dst.copy_(block(o))
+            y = fuse.on_buffer(rows[:, :c * (i + 2)])
+            if y is not None:
+                o = y.view(n, h, w, -1).permute(0, 3, 1, 2)
+            elif i == len(blocks) - 1 and fuse._onednn(x, False):
+                # the whole buffer is a channels_last tensor: oneDNN's 1x1 conv + ReLU beats addmm + relu_ on
+                # it (a prefix would first be copied, which costs more than it gains)
+                o = fuse._call(buf.permute(0, 3, 1, 2), None)
+            else:
+                weight = fuse.weight.view(fuse.weight.shape[0], -1)
+                y = torch.addmm(fuse.bias, rows[:, :c * (i + 2)], weight.t()) if fuse.bias is not None \
+                    else rows[:, :c * (i + 2)] @ weight.t()
+                o = y.relu_().view(n, h, w, -1).permute(0, 3, 1, 2)  # channels_last NCHW view
+            outs.append(o)
+        return outs
+
+
+class FusedResidual(nn.Module):
+    """``relu(body(x) + x)`` with the body's conv-ReLU pairs fused and the last conv fused with ``+ x`` and ReLU."""
+
+    def __init__(self, body: nn.Sequential) -> None:
+        super().__init__()
+        *head, last = list(body)
+        if not isinstance(last, nn.Conv2d):
+            raise ValueError("a residual body must end in a conv")
+        self.head = nn.Sequential(*_fuse_sequence(head))
+        self.last = FusedConv(last, relu=True)
+        # the whole block streamed row by row (64-channel blocks of 3x3 convs, groups 1 or 4); None otherwise
+        self.streamed = StreamedResidual.from_body(list(body)) if cpu_kernels.serves(last.weight) else None
+
+    def write_into(self, x: torch.Tensor, out: torch.Tensor) -> bool:
+        """``out.copy_(self(x))`` without the intermediate tensors, when the streamed kernel runs here;
+        False (nothing written) otherwise. ``out`` must not overlap ``x``."""
+        return self.streamed is not None and self.streamed(x, out)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.last(self.head(x), residual=x)
+
+
+class _ShuffleNHWC(nn.Module):
+    """Pixel shuffle for a conv whose output channels were reordered by ``shuffle_order``: every output pixel
+    then gathers ``groups`` contiguous runs of C/groups channels instead of C values spaced r*r apart."""
+
+    def __init__(self, r: int, groups: int) -> None:
+        super().__init__()
+        self.r, self.groups = r, groups
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        n, ch, h, w = x.shape
+        r, g = self.r, self.groups
+        c = ch // (r * r)
+        y = x.permute(0, 2, 3, 1).reshape(n, h, w, g, r, r, c // g)
+        y = y.permute(0, 1, 4, 2, 5, 3, 6).reshape(n, h * r, w * r, c)
+        return y.permute(0, 3, 1, 2)
+
+
+def shuffle_order(channels: int, r: int, groups: int) -> torch.Tensor:
+    """Output-channel permutation that stores pixel shuffle's channel c*r*r + k (k = i*r + j) of group g at
+    g*(C/g)*r*r + k*(C/g) + (c mod C/g). Only channels within a group move, so a grouped conv stays valid."""
+    cg = channels // groups
+    g, k, cl = torch.meshgrid(torch.arange(groups), torch.arange(r * r), torch.arange(cg), indexing="ij")
+    return ((g * cg + cl) * r * r + k).reshape(-1)
+
+
+class SubPixelExit(nn.Module):
+    """``exit(pixel_shuffle(x, 2))`` as ``pixel_shuffle(exit'(x), 2)``: a 3x3 conv at the low resolution with
+    4x the channels in and out, whose weights gather the exit conv's taps by sub-pixel phase (zero padding maps
+    onto zero padding, so it is the same sum). The 64-channel map at twice the resolution is never made: at x2
+    it saves its 4x larger write and the shuffle's copy; at x4 that map is a tile's largest tensor."""
+
+    def __init__(self, exit_conv: nn.Conv2d, r: int = 2) -> None:
+        super().__init__()
+        if exit_conv.kernel_size != (3, 3) or exit_conv.padding != (1, 1) or exit_conv.groups != 1:
+            raise ValueError("SubPixelExit needs a 3x3 exit conv with padding 1")
+        w = exit_conv.weight.detach()
+        o, c = w.shape[:2]
+        ws = w.new_zeros(o * r * r, c * r * r, 3, 3)
+        for a in range(r):
+            for b in range(r):
+                for dy in range(3):
+                    for dx in range(3):
+                        ky, i = divmod(a + dy - 1, r)  # the LR row offset and the sub-pixel phase it reads
+                        kx, j = divmod(b + dx - 1, r)
+                        rows, cols = torch.arange(o) * r * r + a * r + b, torch.arange(c) * r * r + i * r + j
+                        ws[rows[:, None], cols[None, :], ky + 1, kx + 1] += w[:, :, dy, dx]
+        sub = nn.Conv2d(c * r * r, o * r * r, 3, 1, 1, bias=exit_conv.bias is not None, device=w.device,
+                        dtype=w.dtype)
+        with torch.no_grad():
+            sub.weight.copy_(ws)
+            if exit_conv.bias is not None:
+                sub.bias.copy_(exit_conv.bias.detach().repeat_interleave(r * r))
+        self.r = r
+        self.sub = FusedConv(sub, relu=False)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return F.pixel_shuffle(self.sub(x), self.r)
+
+
+class SubPixelTail(nn.Module):
+    """A branch's last stage ``relu(conv(x))``, pixel shuffle x2, then the model's exit conv, computed as
+    ``SubPixelExit(relu(conv(x)))``; on a CPU where the streamed tail kernel runs, as one kernel that never
+    stores the conv's 4C-channel output."""
+
+    def __init__(self, conv: nn.Conv2d, exit_conv: nn.Conv2d) -> None:
+        super().__init__()
+        self.up = FusedConv(conv, relu=True)
+        self.exit = SubPixelExit(exit_conv)
+        self.streamed = StreamedTail.from_convs(self.up, self.exit.sub) if cpu_kernels.serves(conv.weight) else None
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if self.streamed is not None:
+            y = self.streamed(x)
+            if y is not None:
+                return y
+        return self.exit(self.up(x))
+
+
+def _shuffle_stages(seq: nn.Module) -> bool:
+    """Whether ``seq`` is an upsampling branch of [conv, ReLU, PixelShuffle(r)] stages."""
+    mods = list(seq) if isinstance(seq, nn.Sequential) else []
+    return bool(mods) and len(mods) % 3 == 0 and all(
+        isinstance(mods[i], nn.Conv2d) and isinstance(mods[i + 1], nn.ReLU) and isinstance(mods[i + 2], nn.PixelShuffle)
+        for i in range(0, len(mods), 3))
+
+
+def _move_exit_into_branches(upsampler: nn.Module, exit_conv: nn.Conv2d) -> bool:
+    """Give every branch of ``upsampler`` the exit conv at its end (a last x2 stage becomes a SubPixelTail).
+    False (nothing changed) unless every ``nn.Sequential`` in it is such a branch."""
+    branches = [m for m in upsampler.modules() if isinstance(m, nn.Sequential)]
+    if not branches or not all(_shuffle_stages(b) for b in branches):
+        return False
+    for seq in branches:
+        mods = list(seq)
+        conv, shuffle = mods[-3], mods[-1]
+        if shuffle.upscale_factor == 2:
+            mods[-3:] = [SubPixelTail(conv, exit_conv)]
+        else:
+            mods.append(copy.deepcopy(exit_conv))
+        for i in range(len(seq)):
+            del seq[0]
+        for m in mods:
+            seq.append(m)
+    return True
+
+
+def _fuse_sequence(mods: list[nn.Module], nhwc: bool = True) -> list[nn.Module]:
+    """conv -> FusedConv; conv, ReLU -> FusedConv(relu); conv, ReLU, PixelShuffle -> FusedConv(relu) with
+    reordered channels, _ShuffleNHWC (``nhwc``: activations are channels_last)."""
+    out: list[nn.Module] = []
+    i = 0
+    while i < len(mods):
+        m = mods[i]
+        nxt = mods[i + 1:i + 3]
+        if isinstance(m, nn.Conv2d):
+            relu = bool(nxt) and isinstance(nxt[0], nn.ReLU)
+            if nhwc and relu and len(nxt) == 2 and isinstance(nxt[1], nn.PixelShuffle) \
+                    and (m.out_channels // m.groups) % (nxt[1].upscale_factor ** 2) == 0:
+                r = nxt[1].upscale_factor
+                out += [FusedConv(m, True, shuffle_order(m.out_channels // (r * r), r, m.groups)),
+                        _ShuffleNHWC(r, m.groups)]
+                i += 3
+                continue
+            out.append(FusedConv(m, relu))
+            i += 2 if relu else 1
+            continue
+        out.append(m)
+        i += 1
+    return out
+
+
+def _fuse(module: nn.Module, nhwc: bool) -> None:
+    """Rewrite, in place, every part whose forward matches a fused kernel (see each block's class attribute)."""
+    for name, child in list(module.named_children()):
+        fusion = getattr(type(child), "fusion", None)
+        if fusion is Fusion.CONV_RELU:
+            conv = child.conv
+            pointwise = conv.kernel_size == (1, 1) and conv.stride == (1, 1) and conv.groups == 1
+            new: nn.Module = CascadeFuse(conv, True) if pointwise else FusedConv(conv, True)
+        elif fusion is Fusion.RESIDUAL_RELU:
+            new = FusedResidual(child.body)
+        elif isinstance(child, (FusedConv, SubPixelTail, SubPixelExit)):
+            continue
+        elif isinstance(child, nn.Sequential):
+            _fuse(child, nhwc)
+            new = nn.Sequential(*_fuse_sequence(list(child), nhwc))
+        else:
+            _fuse(child, nhwc)
+            continue
+        setattr(module, name, new)
+
+
+def _bake_weight_norm(model: nn.Module) -> None:
+    """Replace every weight-normalized conv (a Conv2d subclass with ``effective_weight()``) by a plain one."""
+    for parent in list(model.modules()):
+        for name, child in list(parent.named_children()):
+            if isinstance(child, nn.Conv2d) and callable(getattr(child, "effective_weight", None)):
+                w = child.effective_weight()
+                conv = nn.Conv2d(child.in_channels, child.out_channels, child.kernel_size, child.stride,
+                                 child.padding, groups=child.groups, bias=child.bias is not None,
+                                 device=w.device, dtype=w.dtype)
+                with torch.no_grad():
+                    conv.weight.copy_(w)
+                    if child.bias is not None:
+                        conv.bias.copy_(child.bias)
+                setattr(parent, name, conv)
+
+
+def nhwc_for(device: torch.device, half: torch.dtype | None) -> bool:
+    """The default activation layout: channels_last on the CPU (oneDNN) and in half precision (tensor cores);
+    cuDNN's float32 kernels with TF32 off ran slower in it than in NCHW on an H200 (docs/performance.md)."""
+    return device.type == "cpu" or half is not None
+
+
+def prepare_fast(model: nn.Module, half: torch.dtype | None = None, fuse: bool = True,
+                 nhwc: bool | None = None) -> nn.Module:
+    """A frozen inference copy of ``model`` (see the module docstring); ``model`` itself is not changed.
+    ``nhwc``: the activation layout (None: :func:`nhwc_for` the model's device); inputs must be given in it
+    (``to_fast_input(x, half, nhwc)``)."""
+    fast = copy.deepcopy(model).eval()
+    _bake_weight_norm(fast)
+    spec = getattr(type(model), "fast_path", None) or FastPath()
+    exit_conv = getattr(fast, spec.exit_conv, None) if spec.exit_conv else None
+    if isinstance(getattr(fast, "add_mean", None), MeanShift) and isinstance(exit_conv, nn.Conv2d) \
+            and exit_conv.bias is not None:
+        with torch.no_grad():
+            exit_conv.bias.add_(fast.add_mean.shifter.bias)
+        fast.add_mean = nn.Identity()
+    if isinstance(getattr(fast, "sub_mean", None), MeanShift):
+        fast.sub_mean = _Subtract(fast.sub_mean)
+    upsampler = getattr(fast, spec.upsampler, None) if spec.upsampler else None
+    if fuse and isinstance(upsampler, nn.Module) and isinstance(exit_conv, nn.Conv2d) \
+            and exit_conv.kernel_size == (3, 3) and exit_conv.padding == (1, 1) and exit_conv.groups == 1 \
+            and _move_exit_into_branches(upsampler, exit_conv):
+        setattr(fast, spec.exit_conv, nn.Identity())
+    if nhwc is None:
+        nhwc = nhwc_for(next(iter(model.parameters()), torch.empty(0)).device, half)
+    if fuse:
+        _fuse(fast, nhwc)
+    if nhwc:
+        fast = fast.to(memory_format=torch.channels_last)
+    if half is not None:
+        fast = fast.to(half)
+    for p in fast.parameters():
+        p.requires_grad_(False)
+    return fast
+
+
+def to_fast_input(x: torch.Tensor, dtype: torch.dtype | None = None, nhwc: bool | None = None) -> torch.Tensor:
+    """``x`` as the prepared model of ``prepare_fast(model, half=dtype, nhwc=nhwc)`` on ``x.device`` takes it."""
+    if nhwc_for(x.device, dtype) if nhwc is None else nhwc:
+        x = x.contiguous(memory_format=torch.channels_last)
+    return x if dtype is None else x.to(dtype)

@@ -1,0 +1,84 @@
+"""A run's folder ``<ckpt_dir>/<ckpt_name>/``: claimed, resumed or refused, never overwritten.
+
+- A folder *holds a run* when it has a step checkpoint. Without ``--resume`` such a folder is refused; a
+  launch that died before its first checkpoint leaves nothing that counts, so the same command starts again.
+- ``--resume`` (yes) continues from the newest intact checkpoint (a truncated newest file is skipped with a
+  warning); ``auto`` (the default under torchrun) resumes when there is one and starts otherwise.
+- Step checkpoints are written atomically and rotated by step number, the last ``keep`` kept. Orphans of a
+  save killed half-way (``*.tmp``) are removed when a run starts.
+"""
+from __future__ import annotations
+
+import re
+import sys
+from pathlib import Path
+from typing import Any
+
+import torch
+from tqdm import tqdm
+
+from srkit.core.atomic import TMP_SUFFIX
+from srkit.core.checkpoint import save_atomic, save_weights
+from srkit.training.errors import TrainingError
+
+STEP_FILE = re.compile(r"step_(\d+)\.pth\.tar")
+
+
+def step_of(path: Path) -> int:
+    return int(STEP_FILE.fullmatch(path.name).group(1))
+
+
+class RunDir:
+    def __init__(self, path: Path, rank: int = 0) -> None:
+        self.path, self.rank = Path(path), rank
+
+    def checkpoints(self) -> list[Path]:
+        """Step checkpoints, oldest first, ordered by step number."""
+        if not self.path.is_dir():
+            return []
+        return sorted((p for p in self.path.iterdir() if STEP_FILE.fullmatch(p.name)), key=step_of)
+
+    def step_file(self, step: int) -> Path:
+        return self.path / f"step_{step:07d}.pth.tar"
+
+    def claim(self, mode: str) -> dict[str, Any] | None:
+        """Resume (the newest readable checkpoint's state), start fresh (None), or refuse: ``mode`` is
+        "yes", "auto" or "no"."""
+        if self.path.exists() and not self.path.is_dir():
+            raise TrainingError(f"{self.path} is a file, not a run folder: choose another --ckpt_name")
+        if self.rank == 0 and self.path.is_dir():
+            for orphan in self.path.glob(f"*{TMP_SUFFIX}"):  # a save killed half-way; never under a final name
+                orphan.unlink(missing_ok=True)
+        ckpts = self.checkpoints()
+        if mode == "no" and ckpts:
+            raise TrainingError(f"{self.path} already holds a run (newest checkpoint: step {step_of(ckpts[-1])}): "
+                                f"add --resume to continue it, or choose another --ckpt_name")
+        if mode == "yes" and not ckpts:
+            raise TrainingError(f"--resume: no checkpoint in {self.path}")
+        return self._newest_state(ckpts) if ckpts else None
+
+    def _newest_state(self, ckpts: list[Path]) -> dict[str, Any]:
+        for path in reversed(ckpts):
+            try:
+                state = torch.load(path, map_location="cpu", weights_only=True)
+                state["_path"] = str(path)
+                return state
+            except Exception as e:  # noqa: BLE001 - a truncated or corrupt file: fall back to the previous one
+                if self.rank == 0:
+                    tqdm.write(f"warning: {path.name} is unreadable ({type(e).__name__}: "
+                               f"{str(e).splitlines()[0][:120] if str(e) else ''}); trying the previous checkpoint",
+                               file=sys.stderr)
+        raise TrainingError(f"--resume: no readable checkpoint in {self.path}")
+
+    def save(self, step: int, state: dict[str, Any], weights: dict[str, torch.Tensor], arch: dict,
+             names: list[str], ext: str, keep: int) -> None:
+        """Write the weights files ``names`` (with their arch), then the step checkpoint, then rotate."""
+        try:
+            for name in names:
+                save_weights(self.path / f"{name}.{ext}", weights, arch)
+            save_atomic(state, self.step_file(step))
+        except OSError as e:
+            raise TrainingError(f"could not save the checkpoint of step {step}: {e.strerror or e}. The previous "
+                                f"checkpoints are intact") from None
+        for old in self.checkpoints()[:-keep]:
+            old.unlink(missing_ok=True)

@@ -1,0 +1,301 @@
+"""The training loop of every registered model family, composed of the parts of srkit.training:
+
+- ``config.TrainConfig``: the options; ``rundir.RunDir``: claim, resume, checkpoints and rotation;
+  ``logs.RunLogs``: config.json, log.csv, TensorBoard, sync digests; ``validation``: PSNR / SSIM per scale;
+  ``step.StepRunner``: one optimizer step.
+- The recipe of the family (``Family.recipe``) gives the optimizer, the loss and the learning-rate schedule;
+  ``Family.step_loss`` the loss of a step's batches.
+
+``Trainer(family, cfg)`` sets a run up: the process group (with a timeout), the model from the family's
+``build`` (seeded), initial or pretrained weights, the optimizer, resume, and the batch source: by default the
+DIV2K h5 batches (``srkit.data.train_data.StepBatches``); any sequence whose item ``[step]`` is the step's
+list of (hr, lr, scale) batches can be handed in instead (``batches=``: the tests feed the authors' recorded
+batches this way). ``train()`` runs the loop and returns a :class:`StepRecord` per step run.
+
+Faults end cleanly: SIGTERM / SIGINT / SIGUSR1 (to the process or its whole group, loader workers included:
+they ignore them and the main process decides) stop every rank at the same step, which is checkpointed
+(:class:`Stopped`); a non-finite loss, gradient or weight stops the run before anything non-finite is saved
+(:class:`Diverged`).
+"""
+from __future__ import annotations
+
+import math
+import os
+import signal
+import sys
+import threading
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Sequence
+
+import numpy as np
+import torch
+import torch.distributed as dist
+import torch.nn as nn
+from torch.utils.data import DataLoader
+from tqdm import tqdm
+
+from srkit.core.checkpoint import load_weights, read_checkpoint
+from srkit.core.distributed import ProcessGroupError, leave, setup_distributed
+from srkit.core.provenance import environment
+from srkit.core.registry import Family, describe_any
+from srkit.data.train_data import StepBatches
+from srkit.training.config import RESUME_MUST_MATCH, ZERO_GRAD, TrainConfig
+from srkit.training.errors import Diverged, Stopped, TrainingError
+from srkit.training.logs import RunLogs
+from srkit.training.rundir import RunDir
+from srkit.training.step import LOSSES, Batch, StepRunner
+from srkit.training.validation import check_folder, validate
+from srkit.weights import zoo
+
+STOP_SIGNALS = tuple(getattr(signal, n) for n in ("SIGTERM", "SIGINT", "SIGUSR1") if hasattr(signal, n))
+
+
+@dataclass(frozen=True)
+class StepRecord:
+    step: int          # steps done after this one (1 for the first)
+    lr: float
+    loss: float
+    grad_norm: float
+
+
+def _as_is(batch):
+    return batch
+
+
+def loader_worker_init(_: int) -> None:
+    """A data-loading worker: one thread (leave the cores to training), and deaf to stop signals: a signal
+    to the whole process group (Slurm, torchrun, Ctrl-C) is the main process's to act on, after the step."""
+    torch.set_num_threads(1)
+    for sig in STOP_SIGNALS:
+        signal.signal(sig, signal.SIG_IGN)
+
+
+def _finite(tensors) -> bool:
+    return all(bool(torch.isfinite(t.detach()).all()) for t in tensors if t.is_floating_point())
+
+
+def under_torchrun() -> bool:
+    return "TORCHELASTIC_RUN_ID" in os.environ
+
+
+class Trainer:
+    """Trains ``family.build(cfg.arch)`` as ``cfg`` says (see the module docstring)."""
+
+    def __init__(self, family: Family, cfg: TrainConfig, batches: Sequence[list[Batch]] | None = None) -> None:
+        self.family, self.cfg, self.arch = family, cfg, dict(cfg.arch)
+        self.scales = tuple(family.train_scales) if cfg.scale == 0 else (cfg.scale,)
+        self.run = None
+        try:
+            self.rank, self.world, self.device = setup_distributed(cfg.cpu, cfg.dist_timeout)
+        except ProcessGroupError as e:
+            raise TrainingError(str(e)) from None
+        self.run = RunDir(Path(cfg.ckpt_dir) / cfg.ckpt_name, self.rank)
+        try:
+            self._setup(batches)
+        except BaseException:
+            leave()
+            raise
+
+    # ---- set-up -------------------------------------------------------------------------------------
+    def _setup(self, batches: Sequence[list[Batch]] | None) -> None:
+        cfg = self.cfg
+        self.accum = cfg.grad_accum
+        if cfg.num_gpu > 1:
+            if self.world == 1:  # the authors' --num_gpu N: the same global batch on what is here
+                self.accum *= cfg.num_gpu
+                self._say(f"--num_gpu {cfg.num_gpu}: one process here; it trains the same global batch of "
+                          f"{cfg.batch_size} in {self.accum} micro-batches (--grad_accum {self.accum}), which "
+                          f"retraces {cfg.num_gpu} processes bit for bit")
+            elif self.world != cfg.num_gpu:
+                raise TrainingError(f"--num_gpu {cfg.num_gpu} but {self.world} processes were launched: drop "
+                                    f"--num_gpu under torchrun, or make them agree")
+        if cfg.batch_size % (self.world * self.accum):
+            raise TrainingError(f"--batch_size {cfg.batch_size} is the global batch and must split evenly over "
+                                f"the {self.world} processes" + (f" x {self.accum} micro-batches (--grad_accum)"
+                                                                 if self.accum > 1 else ""))
+        if cfg.valid_data_path is not None:
+            check_folder(cfg.valid_data_path, self.scales)
+        if cfg.loss_fn not in LOSSES:
+            raise TrainingError(f"--loss_fn {cfg.loss_fn}: one of {', '.join(LOSSES)}")
+        self.model = self._build_model()
+        params = [p for p in self.model.parameters() if p.requires_grad]
+        self.optimizer = self.family.recipe.optimizer(params, cfg.lr)
+        self.step, self.best = 0, -math.inf
+        mode = cfg.resume or ("auto" if under_torchrun() else "no")
+        state = self.run.claim(mode)
+        if state is not None:
+            self._resume(state)
+        self.net = self.model
+        if self.world > 1:  # a step that uses one of several scales leaves the other branches idle
+            idle = len(self.scales) > 1 and self.family.recipe.scales_per_step == "one"
+            self.net = nn.parallel.DistributedDataParallel(self.model, find_unused_parameters=idle)
+        self.data = batches if batches is not None else StepBatches(
+            cfg.train_data_path, self.scales, cfg.patch_size, cfg.batch_size, seed=cfg.seed, rank=self.rank,
+            world=self.world, per_step=self.family.recipe.scales_per_step, channel_order=cfg.channel_order)
+        amp = {"fp16": torch.float16, "bf16": torch.bfloat16}.get(cfg.amp) if self.device.type == "cuda" else None
+        self.runner = StepRunner(self.net, self.model, self.optimizer, self.family.step_loss, LOSSES[cfg.loss_fn](),
+                                 cfg.clip, self.accum, cfg.zero_grad, amp, self.world, self.device)
+        self._signal: int | None = None
+
+    def _say(self, line: str) -> None:
+        if self.rank == 0:
+            tqdm.write(line, file=sys.stderr)
+
+    @property
+    def saved_arch(self) -> dict:
+        return {"family": self.family.name, **self.arch}
+
+    def lr_at(self, step: int) -> float:
+        """The learning rate of the step with 0-based index ``step`` (the recipe's schedule)."""
+        return self.family.recipe.schedule(self.cfg.lr, self.cfg.decay, step)
+
+    def _build_model(self) -> nn.Module:
+        torch.manual_seed(self.cfg.seed)  # reproducible initial weights
+        model = self.family.build(self.arch)
+        if self.cfg.pretrained:
+            path, _ = zoo.resolve(self.cfg.pretrained)
+            sd, _ = read_checkpoint(path)
+            load_weights(model, sd, f"--pretrained {path}", describe_any)
+        # contiguous (NCHW) parameters: optimizers such as AdamP view them flat
+        return model.to(self.device, torch.float64 if self.cfg.debug_float64 else None)
+
+    def _resume(self, state: dict) -> None:
+        path = state["_path"]
+        saved_arch, saved_cfg = state.get("arch"), state.get("config", {})
+        clashes = []
+        if saved_arch is not None and saved_arch != self.saved_arch:
+            clashes += [f"{k} {saved_arch.get(k)} (now {self.saved_arch.get(k)})"
+                        for k in sorted(set(saved_arch) | set(self.saved_arch))
+                        if saved_arch.get(k) != self.saved_arch.get(k)]
+        now = self.cfg.to_dict()
+        clashes += [f"--{k} {saved_cfg[k]} (now {now[k]})" for k in RESUME_MUST_MATCH
+                    if k in saved_cfg and saved_cfg[k] != str(now[k])]
+        if clashes:
+            raise TrainingError(f"--resume: {path} was trained with other flags: {'; '.join(clashes)}. Resume with "
+                                f"the run's own flags (see {self.run.path / 'config.json'}), or start a new run")
+        load_weights(self.model, state["model_state_dict"], str(path), describe_any)
+        self.optimizer.load_state_dict(state["optimizer_state_dict"])
+        self.step, self.best = int(state["step"]), float(state["best_psnr"])
+        if self.cfg.zero_grad == "fill":
+            # PyTorch 0.4's semantics: every parameter that ever got a gradient carries a zero-filled one from
+            # then on (those with optimizer state), so the idle branches move after a resume as they did before
+            for p, st in self.optimizer.state.items():
+                if st:
+                    p.grad = torch.zeros_like(p)
+        torch.set_rng_state(state["rng_torch"])  # the data RNG is a function of the step (see train_data)
+        self._say(f"resumed {path} at step {self.step}")
+
+    # ---- loop ---------------------------------------------------------------------------------------
+    def train(self, handle_signals: bool = False) -> list[StepRecord]:
+        """Run from the current step to ``max_steps`` (or ``stop_after`` steps). ``handle_signals`` (the
+        CLI's choice: handlers are process-wide) turns SIGTERM / SIGINT / SIGUSR1 into a checkpoint at the
+        current step and :class:`Stopped`."""
+        old = self._install_handlers() if handle_signals else {}
+        try:
+            return self._loop()
+        finally:
+            for sig, handler in old.items():
+                signal.signal(sig, handler)
+            leave()
+
+    def _install_handlers(self) -> dict:
+        if threading.current_thread() is not threading.main_thread():
+            return {}
+
+        def stop(signum, _frame):
+            self._signal = signum
+        return {sig: signal.signal(sig, stop) for sig in STOP_SIGNALS}
+
+    def _config_record(self) -> dict:
+        return {**self.cfg.to_dict(), "arch": self.saved_arch, "scales": list(self.scales),
+                "world_size": self.world, "effective_grad_accum": self.accum,
+                "zero_grad_means": ZERO_GRAD[self.cfg.zero_grad],
+                "recipe": {"optimizer": type(self.optimizer).__name__, "optimizer_args": self.optimizer.defaults,
+                           "schedule": self.family.recipe.schedule.__name__, "loss": self.cfg.loss_fn,
+                           "scales_per_step": self.family.recipe.scales_per_step},
+                **environment(self.device)}
+
+    def _loop(self) -> list[StepRecord]:
+        cfg = self.cfg
+        logs = RunLogs(self.run.path, self.rank, self.scales, self.step, self._config_record(), cfg.debug_sync)
+        end = min(cfg.max_steps, self.step + cfg.stop_after) if cfg.stop_after else cfg.max_steps
+        loader = DataLoader(self.data, batch_size=None, sampler=range(self.step, end),
+                            num_workers=cfg.workers, collate_fn=_as_is, worker_init_fn=loader_worker_init,
+                            persistent_workers=False, pin_memory=self.device.type == "cuda")
+        records: list[StepRecord] = []
+        bar = tqdm(total=cfg.max_steps, initial=self.step, disable=self.rank != 0, unit="step", dynamic_ncols=True)
+        self.model.train()
+        try:
+            for batches in loader:
+                lr = self.lr_at(self.step)
+                res = self.runner([self._to_device(b) for b in batches], lr, self._signal is not None)
+                if not res.applied:
+                    raise Diverged(self._divergence(res.loss, res.grad_norm, lr))
+                if not _finite(self.model.parameters()):  # identical on every rank: all stop alike
+                    raise Diverged(self._divergence(res.loss, res.grad_norm, lr,
+                                                    "the update made the weights non-finite"))
+                self.step += 1
+                records.append(StepRecord(self.step, lr, res.loss, res.grad_norm))
+                row = {"step": self.step, "loss": res.loss, "lr": lr, "grad_norm": res.grad_norm}
+                validated = cfg.valid_data_path is not None and (
+                    self.step % cfg.print_interval == 0 or self.step == cfg.max_steps)
+                if validated:
+                    row.update(self._validate())
+                if res.stop or validated or self.step % cfg.save_interval == 0 or self.step == end:
+                    self._save(row)
+                logs.step(self.step, row, self.model)
+                bar.update(1)
+                bar.set_postfix(loss=f"{res.loss:.4f}", lr=f"{lr:.1e}")
+                if res.stop:
+                    if self.world > 1:
+                        dist.barrier()  # rank 0's checkpoint is written before any rank exits
+                    raise Stopped(self._stop_message(self._signal or signal.SIGTERM), self._signal or signal.SIGTERM)
+        finally:
+            bar.close()
+            logs.close()
+        if self.world > 1:
+            dist.barrier()
+        return records
+
+    def _validate(self) -> dict:
+        out = validate(self.model, self.cfg.valid_data_path, self.scales, self.device, self.rank, self.world)
+        self._say(f"step {self.step}: " + "  ".join(
+            f"x{s} {out[f'psnr_x{s}'] or math.nan:.3f} dB / {out[f'ssim_x{s}'] or math.nan:.4f}" for s in self.scales))
+        return {k: v for k, v in out.items() if v is not None}
+
+    def _stop_message(self, signum: int) -> str:
+        name = signal.Signals(signum).name
+        return (f"stopped by {name} at step {self.step}; checkpoint {self.run.step_file(self.step)} written. "
+                f"Continue with the same command plus --resume (under torchrun: --resume auto, the default)")
+
+    def _divergence(self, loss: float, norm: float, lr: float, why: str = "") -> str:
+        good = self.run.checkpoints()
+        return (f"training diverged at step {self.step + 1}: loss {loss:g}, gradient norm {norm:g}, learning rate "
+                f"{lr:g}{f' ({why})' if why else ''}. Nothing non-finite was saved; "
+                + (f"the newest good checkpoint is {good[-1]}" if good else "no checkpoint was written yet")
+                + ". Lower --lr (or resume from that checkpoint with other settings in a new run)")
+
+    def _to_device(self, batch: Batch) -> Batch:
+        hr, lr, s = batch
+        dtype = next(self.model.parameters()).dtype
+        return hr.to(self.device, dtype, non_blocking=True), lr.to(self.device, dtype, non_blocking=True), s
+
+    def _save(self, row: dict) -> None:
+        """Checkpoint this step (rank 0): weights (best.* when the validation mean is the best so far), the
+        step file, then rotation. Non-finite weights are never written."""
+        weights = {k: v.detach().cpu() for k, v in self.model.state_dict().items()}
+        if not _finite(weights.values()):  # every rank checks (the weights are identical): all stop alike
+            raise Diverged(f"training diverged by step {self.step}: the weights hold non-finite values. Nothing "
+                           f"non-finite was saved. Lower --lr")
+        if self.rank != 0:
+            return
+        names = [self.cfg.ckpt_name]
+        scores = [row[f"psnr_x{s}"] for s in self.scales if f"psnr_x{s}" in row]
+        if scores and all(math.isfinite(v) for v in scores) and float(np.mean(scores)) > self.best:
+            self.best = float(np.mean(scores))
+            names.insert(0, "best")
+        state = {"step": self.step, "model_state_dict": weights, "optimizer_state_dict": self.optimizer.state_dict(),
+                 "best_psnr": self.best, "arch": self.saved_arch,
+                 "config": {k: str(v) for k, v in self.cfg.to_dict().items()}, "rng_torch": torch.get_rng_state()}
+        self.run.save(self.step, state, weights, self.saved_arch, names, self.cfg.weights_format, self.cfg.keep)
