@@ -1,9 +1,14 @@
-"""Only the optional compiled kernel lives here; everything else is in pyproject.toml."""
+"""Only the optional compiled kernels live here; everything else is in pyproject.toml."""
 from setuptools import Extension, setup
 
-# srkit/inference/_cpu_kernels.c: the streamed kernels of the CPU fast path (srkit/inference/cpu_kernels.py). Optional: on a
-# machine without a C compiler or on a CPU family the flags do not fit, the build is skipped and that path
-# runs plain ops instead.
-setup(ext_modules=[Extension("srkit.inference._cpu_kernels", ["srkit/inference/_cpu_kernels.c"], optional=True,
-                             extra_compile_args=["-O3", "-mavx512f", "-mfma", "-pthread"],
-                             extra_link_args=["-pthread"])])
+# srkit/inference/_cpu_kernels.c: the streamed kernels of the CPU fast path (srkit/inference/cpu_kernels.py),
+# built twice: for AVX-512F and for AVX2 + FMA (the one the CPU runs is chosen when first used). Optional: on a
+# machine without a C compiler, or a CPU family the flags do not fit, a build is skipped and that path runs
+# plain ops instead.
+SOURCE = ["srkit/inference/_cpu_kernels.c"]
+setup(ext_modules=[
+    Extension("srkit.inference._cpu_kernels", SOURCE, optional=True,
+              extra_compile_args=["-O3", "-mavx512f", "-mfma", "-pthread"], extra_link_args=["-pthread"]),
+    Extension("srkit.inference._cpu_kernels_avx2", SOURCE, optional=True,
+              extra_compile_args=["-O3", "-mavx2", "-mfma", "-DSRKIT_AVX2", "-pthread"], extra_link_args=["-pthread"]),
+])

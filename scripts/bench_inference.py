@@ -39,6 +39,7 @@ from srkit.core import registry
 from srkit.core.complexity import multadds_1280x720
 from srkit.inference.fast import prepare_fast, to_fast_input
 
+ALL_CELLS = [(m, s) for m in ("carn_m", "carn", "overnet") for s in (2, 3, 4)] + [("overnet_x4", 2), ("overnet_x4", 3)]
 KERNEL_ENV = {"auto": {}, "avx512": {"SRKIT_CPU_KERNELS": "avx512"}, "avx2": {"SRKIT_CPU_KERNELS": "avx2"},
               "off": {"SRKIT_CPU_KERNELS": "off"}}
 
@@ -160,6 +161,8 @@ def _ort_worker(conn, onnx_path: str, threads: int, shape: tuple) -> None:
     import onnxruntime as ort
     opts = ort.SessionOptions()
     opts.intra_op_num_threads, opts.inter_op_num_threads = threads, 1
+    # no busy-waiting between runs: the sides take turns, and an idle side must not hold the cores
+    opts.add_session_config_entry("session.intra_op.allow_spinning", "0")
     sess = ort.InferenceSession(onnx_path, opts, providers=["CPUExecutionProvider"])
     x = _input(shape).numpy()
     _serve(conn, lambda: sess.run(None, {"lr": x})[0])
@@ -260,6 +263,9 @@ def main(argv: list[str] | None = None) -> None:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--models", nargs="+", default=["carn_m", "carn"])
     p.add_argument("--scales", type=float, nargs="+", default=[2, 3, 4])
+    p.add_argument("--all_cells", action="store_true",
+                   help="every model at its scales and one overscaling model at lower ones (" +
+                        ", ".join(f"{m} x{s}" for m, s in ALL_CELLS) + ")")
     p.add_argument("--runs", type=int, default=5)
     p.add_argument("--cpu", action="store_true")
     p.add_argument("--peers", action="store_true", help="the project vs ONNX Runtime and OpenVINO (CPU)")
@@ -271,7 +277,7 @@ def main(argv: list[str] | None = None) -> None:
     args = p.parse_args(argv)
     args.scales = [int(s) if float(s).is_integer() else s for s in args.scales]
     if args.peers:
-        cases = [(m, s) for m in args.models for s in args.scales]
+        cases = ALL_CELLS if args.all_cells else [(m, s) for m in args.models for s in args.scales]
         print(f"the project ({args.project}, kernels {args.kernels}) vs {', '.join(args.sides)}, "
               f"{torch.get_num_threads()} threads each, 1280x720 output, median of {args.runs} alternating runs")
         rows = []

@@ -1,5 +1,6 @@
 """srkit.inference.cpu_kernels: the streamed residual block, x2 tail and cascade fusion against float64 references, at
-odd sizes, thread counts, batch sizes and strided destinations; and where they must decline to run."""
+odd sizes, thread counts, batch sizes and strided destinations, for both builds (AVX-512 and AVX2, forced);
+and where they must decline to run, in Python and in C."""
 from __future__ import annotations
 
 import platform
@@ -13,7 +14,8 @@ import torch.nn.functional as F
 
 from carn.blocks import EResidualBlock, ResidualBlock
 from srkit.inference import cpu_kernels
-from srkit.inference.cpu_kernels import StreamedConv3x3, StreamedResidual, StreamedTail, fuse1x1, pack_fuse
+from srkit.inference.cpu_kernels import (StreamedConv3x3, StreamedResidual, StreamedTail, StreamedWideBody, fuse1x1,
+                                          pack_fuse)
 from srkit.inference.fast import SubPixelExit
 from srkit.core.tolerances import FAST_PATH_ATOL
 
@@ -23,12 +25,23 @@ needs_kernels = pytest.mark.skipif(not cpu_kernels.available(),
                                    reason=f"srkit.inference.cpu_kernels does not run here: {cpu_kernels.unavailable_reason()}")
 
 
-def test_the_kernels_are_built_where_they_can_run():
+@pytest.fixture(params=["avx512", "avx2"], autouse=True)
+def variant(request, monkeypatch):
+    """Every test of this file runs with each build the CPU can run (the AVX2 one forced on an AVX-512 CPU)."""
+    monkeypatch.setenv("SRKIT_CPU_KERNELS", request.param)
+    monkeypatch.setattr(cpu_kernels, "_LIB", None)
+    if request.param == "avx512" and not cpu_kernels.available() and "no AVX512" in cpu_kernels.unavailable_reason():
+        pytest.skip(cpu_kernels.unavailable_reason())
+    yield request.param
+    monkeypatch.setattr(cpu_kernels, "_LIB", None)
+
+
+def test_the_kernels_are_built_where_they_can_run(variant):
     """pip install -e . builds the kernels (an optional extension: a failed build would only be slower)."""
     if platform.system() != "Linux" or platform.machine() != "x86_64" or not shutil.which("cc") \
-            or torch.backends.cpu.get_cpu_capability() not in ("AVX512", "AMX"):
-        pytest.skip("the kernels are built for Linux x86-64 with a C compiler and run on AVX-512 CPUs")
-    assert cpu_kernels.available(), cpu_kernels.unavailable_reason()
+            or torch.backends.cpu.get_cpu_capability() not in cpu_kernels.VARIANTS[variant][1]:
+        pytest.skip(f"the {variant} build is made on Linux x86-64 with a C compiler and runs on its CPUs")
+    assert cpu_kernels.available() and cpu_kernels.variant() == variant, cpu_kernels.unavailable_reason()
 
 
 def _block(kind: str) -> nn.Module:
@@ -165,15 +178,89 @@ def test_a_library_from_other_source_is_not_called(monkeypatch, tmp_path):
     junk = tmp_path / "_cpu_kernels.so"
     junk.write_bytes(b"not a shared library")
     with pytest.raises(OSError):
-        cpu_kernels._load(junk)
-    if cpu_kernels.available():
+        cpu_kernels._load(junk, 1)
+    built = sorted(Path(cpu_kernels.__file__).parent.glob("_cpu_kernels.*.so"))
+    if built:
+        with pytest.raises(OSError, match="pip install -e . again"):
+            cpu_kernels._load(built[0], 2)  # the AVX-512 build where the AVX2 one is asked for
         monkeypatch.setattr(cpu_kernels, "_ABI", cpu_kernels._ABI + 1)
         with pytest.raises(OSError, match="pip install -e . again"):
-            cpu_kernels._load(next(Path(cpu_kernels.__file__).parent.glob("_cpu_kernels*.so")))
+            cpu_kernels._load(built[0], 1)
 
 
 def test_turned_off_by_the_environment(monkeypatch):
-    monkeypatch.setattr(cpu_kernels, "_LIB", None)
-    monkeypatch.setenv("SRKIT_NO_CPU_KERNELS", "1")
-    assert not cpu_kernels.available()
-    assert "SRKIT_NO_CPU_KERNELS" in cpu_kernels.unavailable_reason()
+    for name, value in (("SRKIT_NO_CPU_KERNELS", "1"), ("SRKIT_CPU_KERNELS", "off")):
+        monkeypatch.setattr(cpu_kernels, "_LIB", None)
+        monkeypatch.setenv(name, value)
+        assert not cpu_kernels.available() and cpu_kernels.variant() == ""
+        assert "turned off" in cpu_kernels.unavailable_reason()
+        monkeypatch.delenv(name)
+
+
+@needs_kernels
+def test_the_c_side_refuses_strides_and_sizes_it_does_not_serve():
+    """The kernels check in C what they rely on (a pixel stride of at least the channels, the output layout,
+    non-empty sizes), as well as the Python side: a call past those returns -1, nothing written."""
+    import ctypes
+    lib = cpu_kernels._library()
+    x = torch.zeros(4, 4, 64)
+    y = torch.full((4, 4, 64), 7.0)
+    w = [torch.zeros(64 * 64 * 9) for _ in range(2)]
+    b = [torch.zeros(64) for _ in range(2)]
+    pp = (ctypes.c_void_p * 2)
+    args = lambda xs, ys, h: (x.data_ptr(), xs, y.data_ptr(), ys, h, 4, 1, 2, pp(*[t.data_ptr() for t in w]),  # noqa: E731
+                              None, pp(*[t.data_ptr() for t in b]), None, None, 1)
+    assert lib.srkit_resblock(*args(32, 64, 4)) == -1   # a pixel stride shorter than the 64 channels read
+    assert lib.srkit_resblock(*args(64, 16, 4)) == -1   # ... or written
+    assert lib.srkit_resblock(*args(64, 64, 0)) == -1   # no rows
+    assert bool((y == 7).all())
+    assert lib.srkit_resblock(*args(64, 64, 4)) == 0 and not bool((y == 7).any())
+    out = torch.zeros(1, 2, 2, 64)
+    assert lib.srkit_fuse1x1(x.data_ptr(), 64, 2, 16, w[0].data_ptr(), b[0].data_ptr(), out.data_ptr(), 64, 1) == -1
+    assert lib.srkit_conv3x3(x.data_ptr(), 64, 4, 4, 2, w[0].data_ptr(), b[0].data_ptr(), 0, out.data_ptr(), 64, 1) == -1
+
+
+@needs_kernels
+def test_outputs_are_float32_whatever_the_default_dtype():
+    """The kernels write float32: their outputs are made float32 even under another default dtype (a half
+    default would otherwise give a buffer half the size the kernel writes)."""
+    torch.manual_seed(3)
+    conv = nn.Conv2d(64, 64, 3, 1, 1)
+    streamed = StreamedConv3x3.from_conv(conv, True)
+    x = _nhwc(1, 64, 5, 6)
+    old = torch.get_default_dtype()
+    torch.set_default_dtype(torch.float64)
+    try:
+        with torch.inference_mode():
+            got = streamed(x)
+            y = fuse1x1(x.permute(0, 2, 3, 1).reshape(-1, 64), pack_fuse(nn.Conv2d(64, 64, 1).weight),
+                        torch.zeros(64, dtype=torch.float32))
+    finally:
+        torch.set_default_dtype(old)
+    assert got.dtype == torch.float32 and y.dtype == torch.float32
+
+
+@needs_kernels
+@pytest.mark.parametrize("winograd", [True, False], ids=["winograd", "direct"])
+@pytest.mark.parametrize("wide,narrow", [(384, 51), (64, 64), (128, 7)])
+def test_streamed_wide_body_equals_the_body(wide, narrow, winograd):
+    """1x1 (64 -> wide), ReLU, 1x1 (-> narrow), 3x3 (-> 64): written into the middle slice of a wider buffer."""
+    torch.manual_seed(4)
+    body = nn.Sequential(nn.Conv2d(64, wide, 1), nn.ReLU(), nn.Conv2d(wide, narrow, 1), nn.Conv2d(narrow, 64, 3, 1, 1))
+    for p in body.parameters():
+        nn.init.normal_(p, 0, 0.05)
+    streamed = StreamedWideBody.from_body(list(body))
+    streamed.winograd = winograd
+    for h, w in SIZES:
+        x = _nhwc(1, 64, h, w)
+        buf = torch.full((1, h, w, 192), 7.0)
+        out = buf[..., 64:128].permute(0, 3, 1, 2)
+        with torch.inference_mode():
+            assert streamed(x, out) is out
+            want = body.double()(x.double()).float()
+            body.float()
+        assert (out - want).abs().max().item() <= FAST_PATH_ATOL, (h, w)
+        assert bool((buf[..., :64] == 7).all()) and bool((buf[..., 128:] == 7).all())
+    assert StreamedWideBody.from_body([body[0], body[1], body[2]]) is None                        # no 3x3
+    assert StreamedWideBody.from_body([nn.Conv2d(32, 384, 1), body[1], body[2], body[3]]) is None  # not 64 in
+    assert StreamedWideBody.from_body([body[0], body[1], nn.Conv2d(384, 96, 1), nn.Conv2d(96, 64, 3, 1, 1)]) is None

@@ -126,7 +126,7 @@ def run(args: argparse.Namespace, family: Family | None, argv: list[str] | None 
     try:
         if args.input:
             return max(upscale_paths(predictors[s], args.input, s, run_dir / "upscaled" / scale_tag(s), device,
-                                     args.max_pixels) for s in predictors)
+                                     args.max_pixels, exclude=run_dir) for s in predictors)
         record = {"checkpoint": {"name": source.short, "given": source.given, "path": str(Path(source.path).resolve()),
                                  "sha256": source.sha256, "family": fam.name, "arch": arch,
                                  "released": source.pretrained},

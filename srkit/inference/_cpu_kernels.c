@@ -16,11 +16,19 @@ on a 2-core Xeon (AVX-512), 640x360, alone: a grouped residual block (groups 4, 
   the 256-channel map in a ring of three rows instead of memory.
 - srkit_fuse1x1: a cascade's 1x1 fusion over the buffer's 64-channel blocks, bias and ReLU in the store.
 - srkit_conv3x3: any other dense 3x3 conv from 64 channels to 64 n, + bias (+ ReLU), by rows.
+- srkit_wide_body: a wide-activation body, 1x1 (64 -> 64 c1), ReLU, 1x1 (-> at most 64), 3x3 (-> 64), by rows:
+  the wide maps never stored.
 
 The 3x3 convs run as 1-D Winograd F(4,3) along the row when the caller passes transformed weights (2x fewer
 multiplications; the dense convs gain 1.4-1.6x, the grouped ones little), else directly. Tensors are NHWC
 float32 with a pixel stride (the channels of the buffer they live in). One thread per band of output rows; a
-band recomputes the halo rows it needs. AVX-512F only: the caller checks the CPU. */
+band recomputes the halo rows it needs.
+
+Two builds of this one source (setup.py): AVX-512F (16 floats a register, 32 registers) and, with
+-DSRKIT_AVX2, AVX2 + FMA (8 floats, 16 registers). The code works on 16-float vectors (v16: one zmm, or a pair
+of ymm); only the innermost products are written twice, register-blocked to fit each register file. The
+caller checks the CPU. Every entry point checks the strides and sizes it relies on and returns -1 for any
+it does not serve. */
 #include <immintrin.h>
 #include <pthread.h>
 #include <stdint.h>
@@ -28,12 +36,53 @@ band recomputes the halo rows it needs. AVX-512F only: the caller checks the CPU
 #include <string.h>
 
 #define MAX3 4        /* most 3x3 convs in one body */
-#define ABI 1         /* bump with any change of an exported function's arguments (srkit/cpu_kernels.py: _ABI) */
+#define ABI 2         /* bump with any change of the exported functions (srkit/inference/cpu_kernels.py: _ABI) */
 
 /* The version of the exported functions' arguments: a library built from older source is not called. */
 int srkit_kernels_abi(void) { return ABI; }
 #define MAXTHREADS 64
 
+#ifdef SRKIT_AVX2
+#define VARIANT 2
+typedef struct { __m256 lo, hi; } v16;
+static inline v16 v_load(const float *p) { v16 r = {_mm256_load_ps(p), _mm256_load_ps(p + 8)}; return r; }
+static inline v16 v_loadu(const float *p) { v16 r = {_mm256_loadu_ps(p), _mm256_loadu_ps(p + 8)}; return r; }
+static inline void v_store(float *p, v16 a) { _mm256_store_ps(p, a.lo); _mm256_store_ps(p + 8, a.hi); }
+static inline void v_storeu(float *p, v16 a) { _mm256_storeu_ps(p, a.lo); _mm256_storeu_ps(p + 8, a.hi); }
+static inline v16 v_zero(void) { v16 r = {_mm256_setzero_ps(), _mm256_setzero_ps()}; return r; }
+static inline v16 v_set1(float x) { v16 r = {_mm256_set1_ps(x), _mm256_set1_ps(x)}; return r; }
+#define V2(NAME, OP) static inline v16 NAME(v16 a, v16 b) { v16 r = {OP(a.lo, b.lo), OP(a.hi, b.hi)}; return r; }
+V2(v_add, _mm256_add_ps)
+V2(v_sub, _mm256_sub_ps)
+V2(v_mul, _mm256_mul_ps)
+V2(v_max, _mm256_max_ps)
+static inline v16 v_fmadd(v16 a, v16 b, v16 c) {
+    v16 r = {_mm256_fmadd_ps(a.lo, b.lo, c.lo), _mm256_fmadd_ps(a.hi, b.hi, c.hi)}; return r;
+}
+static inline v16 v_fnmadd(v16 a, v16 b, v16 c) {
+    v16 r = {_mm256_fnmadd_ps(a.lo, b.lo, c.lo), _mm256_fnmadd_ps(a.hi, b.hi, c.hi)}; return r;
+}
+#else
+#define VARIANT 1
+typedef __m512 v16;
+#define v_load _mm512_load_ps
+#define v_loadu _mm512_loadu_ps
+#define v_store _mm512_store_ps
+#define v_storeu _mm512_storeu_ps
+#define v_zero _mm512_setzero_ps
+#define v_set1 _mm512_set1_ps
+#define v_add _mm512_add_ps
+#define v_sub _mm512_sub_ps
+#define v_mul _mm512_mul_ps
+#define v_max _mm512_max_ps
+#define v_fmadd _mm512_fmadd_ps
+#define v_fnmadd _mm512_fnmadd_ps
+#endif
+
+/* Which instruction set this build is for: 1 AVX-512F, 2 AVX2 + FMA. */
+int srkit_kernels_variant(void) { return VARIANT; }
+
+#ifndef SRKIT_AVX2
 /* acc[p][m] += sum over input channels k < K of src[p * PS + k] * wk[k][m] for P pixels and M vectors of 16
    output channels. K, P, M (and PS where given as a constant) are compile-time constants, so that the P*M
    accumulators and the input offsets stay in registers. */
@@ -87,6 +136,71 @@ KERNEL(conv1_d64, 1, 6, 4, 64)
 GEMM(gemm_g16, 28, 1, 48)   /* Winograd: 3 rows x 16 channels in, 16 out */
 GEMM(gemm_d64, 6, 4, 192)   /* Winograd: 3 rows x 64 channels in, 64 out */
 GEMM(gemm_g16m4, 6, 4, 48)  /* Winograd: 3 rows x 16 channels in, 64 out */
+GEMM(gemm_k64, 6, 4, 64)    /* a wide body's first 1x1: 64 in, a 64-channel chunk out */
+GEMM(gemm_k64n, 6, 4, 64)   /* a wide body's second 1x1: a 64-channel chunk of its input, 64 out */
+
+#else
+/* AVX2: the same products register-blocked for 16 ymm registers. a[p][0..1] += sum over k < K of
+   src[p * PS + k] * wk[k * WS + 0..15] for PB pixels: 2 PB accumulators, 2 weight registers, 1 broadcast. */
+#define ACC2(PB, K, PS, WS, src, wk, a)                                                                      \
+    for (int k = 0; k < (K); k++) {                                                                          \
+        const __m256 w0 = _mm256_loadu_ps((wk) + (long)k * (WS)), w1 = _mm256_loadu_ps((wk) + (long)k * (WS) + 8); \
+        _Pragma("GCC unroll 8") for (int p = 0; p < (PB); p++) {                                             \
+            const __m256 b = _mm256_set1_ps((src)[(long)p * (PS) + k]);                                     \
+            a[p][0] = _mm256_fmadd_ps(b, w0, a[p][0]);                                                       \
+            a[p][1] = _mm256_fmadd_ps(b, w1, a[p][1]);                                                       \
+        }                                                                                                    \
+    }
+/* pixels a register block: 6 where P allows it, else 4 (P is 6 or 28) */
+#define PB(P) ((P) % 6 == 0 ? 6 : 4)
+#define ZERO2(PB, a) _Pragma("GCC unroll 8") for (int p = 0; p < (PB); p++) a[p][0] = a[p][1] = _mm256_setzero_ps();
+#define STORE2(PB, a, dst, stride)                                                                           \
+    _Pragma("GCC unroll 8") for (int p = 0; p < (PB); p++) {                                                 \
+        _mm256_store_ps((dst) + (long)p * (stride), a[p][0]);                                                \
+        _mm256_store_ps((dst) + (long)p * (stride) + 8, a[p][1]);                                            \
+    }
+
+/* out[(x0 + p) * 16M + 16m] = sum over taps (ky, kx) and input channels k of
+   rows[ky][(x0 + p + kx) * K + k] * w[ky][kx][k][m]: a KSxKS conv of padded rows of K channels. */
+#define KERNEL(NAME, KS, P, M, K)                                                                         \
+    static inline __attribute__((always_inline)) void NAME(const float *const *rows, const float *w,     \
+                                                           float *out, int x0) {                          \
+        for (int m = 0; m < (M); m++)                                                                     \
+            for (int pb = 0; pb < (P); pb += PB(P)) {                                                     \
+                __m256 a[PB(P)][2];                                                                       \
+                ZERO2(PB(P), a)                                                                           \
+                for (int ky = 0; ky < KS; ky++)                                                           \
+                    for (int kx = 0; kx < KS; kx++) {                                                     \
+                        const float *src = rows[ky] + (long)(x0 + pb + kx) * K;                           \
+                        const float *wk = w + (long)(ky * KS + kx) * K * M * 16 + m * 16;                 \
+                        ACC2(PB(P), K, K, M * 16, src, wk, a)                                             \
+                    }                                                                                     \
+                STORE2(PB(P), a, out + (long)(x0 + pb) * M * 16 + m * 16, M * 16)                         \
+            }                                                                                             \
+    }
+KERNEL(conv3_g16, 3, 28, 1, 16)
+KERNEL(conv3_g16m4, 3, 6, 4, 16)
+KERNEL(conv3_d64, 3, 6, 4, 64)
+KERNEL(conv1_d64, 1, 6, 4, 64)
+
+/* out[p * 16M + 16m] = sum over k < K of src[p * K + k] * w[k][m], P rows of a [rows][K] matrix */
+#define GEMM(NAME, P, M, K)                                                                               \
+    static inline __attribute__((always_inline)) void NAME(const float *src, const float *w, float *out) {\
+        for (int m = 0; m < (M); m++)                                                                     \
+            for (int pb = 0; pb < (P); pb += PB(P)) {                                                     \
+                __m256 a[PB(P)][2];                                                                       \
+                ZERO2(PB(P), a)                                                                           \
+                ACC2(PB(P), K, K, M * 16, src + (long)pb * K, w + m * 16, a)                              \
+                STORE2(PB(P), a, out + (long)pb * M * 16 + m * 16, M * 16)                                \
+            }                                                                                             \
+    }
+GEMM(gemm_g16, 28, 1, 48)
+GEMM(gemm_d64, 6, 4, 192)
+GEMM(gemm_g16m4, 6, 4, 48)
+GEMM(gemm_k64, 6, 4, 64)
+GEMM(gemm_k64n, 6, 4, 64)
+
+#endif
 
 /* A 3x3 conv (padding 1) of one output row as 1-D Winograd F(4,3) along the row: per tile of 4 output
    pixels, each of the three input rows is transformed to 6 values (BT d), the 6 products are GEMMs over
@@ -107,22 +221,22 @@ static void wino_row(const float *const *rows, int K, int CO, int tiles, const f
             for (int ky = 0; ky < 3; ky++)
                 for (int k = 0; k < K; k += 16) {
                     const float *d = rows[ky] + (long)(4 * (t0 + t)) * K + k;
-                    const __m512 d0 = _mm512_loadu_ps(d), d1 = _mm512_loadu_ps(d + K),
-                                 d2 = _mm512_loadu_ps(d + 2 * K), d3 = _mm512_loadu_ps(d + 3 * K),
-                                 d4 = _mm512_loadu_ps(d + 4 * K), d5 = _mm512_loadu_ps(d + 5 * K);
-                    const __m512 c4 = _mm512_set1_ps(4.f), c5 = _mm512_set1_ps(5.f), c2 = _mm512_set1_ps(2.f);
-                    const __m512 a = _mm512_fnmadd_ps(c4, d2, d4);           /* d4 - 4 d2 */
-                    const __m512 b = _mm512_fnmadd_ps(c4, d1, d3);           /* d3 - 4 d1 */
-                    const __m512 e = _mm512_sub_ps(d4, d2);
-                    const __m512 f = _mm512_mul_ps(c2, _mm512_sub_ps(d3, d1));
+                    const v16 d0 = v_loadu(d), d1 = v_loadu(d + K),
+                                 d2 = v_loadu(d + 2 * K), d3 = v_loadu(d + 3 * K),
+                                 d4 = v_loadu(d + 4 * K), d5 = v_loadu(d + 5 * K);
+                    const v16 c4 = v_set1(4.f), c5 = v_set1(5.f), c2 = v_set1(2.f);
+                    const v16 a = v_fnmadd(c4, d2, d4);           /* d4 - 4 d2 */
+                    const v16 b = v_fnmadd(c4, d1, d3);           /* d3 - 4 d1 */
+                    const v16 e = v_sub(d4, d2);
+                    const v16 f = v_mul(c2, v_sub(d3, d1));
                     float *o = v + (long)t * K3 + ky * K + k;
                     const long st = (long)TC * K3;
-                    _mm512_storeu_ps(o, _mm512_add_ps(_mm512_fnmadd_ps(c5, d2, _mm512_mul_ps(c4, d0)), d4));
-                    _mm512_storeu_ps(o + st, _mm512_add_ps(a, b));
-                    _mm512_storeu_ps(o + 2 * st, _mm512_sub_ps(a, b));
-                    _mm512_storeu_ps(o + 3 * st, _mm512_add_ps(e, f));
-                    _mm512_storeu_ps(o + 4 * st, _mm512_sub_ps(e, f));
-                    _mm512_storeu_ps(o + 5 * st, _mm512_add_ps(_mm512_fnmadd_ps(c5, d3, _mm512_mul_ps(c4, d1)), d5));
+                    v_storeu(o, v_add(v_fnmadd(c5, d2, v_mul(c4, d0)), d4));
+                    v_storeu(o + st, v_add(a, b));
+                    v_storeu(o + 2 * st, v_sub(a, b));
+                    v_storeu(o + 3 * st, v_add(e, f));
+                    v_storeu(o + 4 * st, v_sub(e, f));
+                    v_storeu(o + 5 * st, v_add(v_fnmadd(c5, d3, v_mul(c4, d1)), d5));
                 }
         for (int xi = 0; xi < 6; xi++)
             for (int t = 0; t < tc; t += P) {
@@ -134,20 +248,20 @@ static void wino_row(const float *const *rows, int K, int CO, int tiles, const f
                 else gemm_g16m4(src, w, dst);
             }
         const long st = (long)TC * CO;
-        const __m512 c2 = _mm512_set1_ps(2.f), c4 = _mm512_set1_ps(4.f), c8 = _mm512_set1_ps(8.f);
+        const v16 c2 = v_set1(2.f), c4 = v_set1(4.f), c8 = v_set1(8.f);
         for (int t = 0; t < tc; t++)
             for (int m = 0; m < CO; m += 16) {
                 const float *q = mt + (long)t * CO + m;
-                const __m512 m0 = _mm512_load_ps(q), m1 = _mm512_load_ps(q + st), m2 = _mm512_load_ps(q + 2 * st),
-                             m3 = _mm512_load_ps(q + 3 * st), m4 = _mm512_load_ps(q + 4 * st),
-                             m5 = _mm512_load_ps(q + 5 * st);
-                const __m512 s12 = _mm512_add_ps(m1, m2), d12 = _mm512_sub_ps(m1, m2);
-                const __m512 s34 = _mm512_add_ps(m3, m4), d34 = _mm512_sub_ps(m3, m4);
+                const v16 m0 = v_load(q), m1 = v_load(q + st), m2 = v_load(q + 2 * st),
+                             m3 = v_load(q + 3 * st), m4 = v_load(q + 4 * st),
+                             m5 = v_load(q + 5 * st);
+                const v16 s12 = v_add(m1, m2), d12 = v_sub(m1, m2);
+                const v16 s34 = v_add(m3, m4), d34 = v_sub(m3, m4);
                 float *y = out + (long)4 * (t0 + t) * CO + m;
-                _mm512_store_ps(y, _mm512_add_ps(_mm512_add_ps(m0, s12), s34));
-                _mm512_store_ps(y + CO, _mm512_fmadd_ps(c2, d34, d12));
-                _mm512_store_ps(y + 2 * CO, _mm512_fmadd_ps(c4, s34, s12));
-                _mm512_store_ps(y + 3 * CO, _mm512_add_ps(_mm512_fmadd_ps(c8, d34, d12), m5));
+                v_store(y, v_add(v_add(m0, s12), s34));
+                v_store(y + CO, v_fmadd(c2, d34, d12));
+                v_store(y + 2 * CO, v_fmadd(c4, s34, s12));
+                v_store(y + 3 * CO, v_add(v_fmadd(c8, d34, d12), m5));
             }
     }
 }
@@ -195,7 +309,7 @@ static void load_row(const float *x, long xs, int W, int G, int K, int r, float 
         const float *sp = src + (long)w * xs;
         for (int g = 0; g < G; g++) {
             float *d = dst + g * stride + (long)(w + 1) * K;
-            for (int k = 0; k < K; k += 16) _mm512_storeu_ps(d + k, _mm512_loadu_ps(sp + g * K + k));
+            for (int k = 0; k < K; k += 16) v_storeu(d + k, v_loadu(sp + g * K + k));
         }
     }
 }
@@ -252,16 +366,16 @@ static void ensure(ctx_t *c, int s, int r) {
         load_row(j->x, j->xs, W, G, K, r, ring_row(c, 0, 0, slot), 3 * c->rowlen);
     } else {
         for (int d = -1; d <= 1; d++) ensure(c, s - 1, r + d);
-        const __m512 zero = _mm512_setzero_ps();
+        const v16 zero = v_zero();
         for (int g = 0; g < G; g++) {
             conv3_row(c, s - 1, g, r);
             float *dst = ring_row(c, s, g, slot) + K;  /* column 0 and columns past W stay zero */
             const float *b = j->b3[s - 1] + g * K;
             for (int w = 0; w < W; w++)
                 for (int k = 0; k < K; k += 16)
-                    _mm512_storeu_ps(dst + (long)w * K + k,
-                                     _mm512_max_ps(_mm512_add_ps(_mm512_load_ps(c->out + (long)w * K + k),
-                                                                 _mm512_loadu_ps(b + k)), zero));
+                    v_storeu(dst + (long)w * K + k,
+                                     v_max(v_add(v_load(c->out + (long)w * K + k),
+                                                                 v_loadu(b + k)), zero));
         }
     }
     c->have[s][slot] = r;
@@ -270,13 +384,13 @@ static void ensure(ctx_t *c, int s, int r) {
 /* y[h] = relu(out + bias + x[h]) for channels [c0, c0 + n) of each pixel; out has pixel stride n */
 static void finish_row(ctx_t *c, int h, const float *bias, int c0, int n) {
     const job_t *j = c->j;
-    const __m512 zero = _mm512_setzero_ps();
+    const v16 zero = v_zero();
     for (int w = 0; w < j->W; w++) {
         const float *xr = j->x + ((long)h * j->W + w) * j->xs + c0;
         float *yr = j->y + ((long)h * j->W + w) * j->ys + c0;
         for (int k = 0; k < n; k += 16) {
-            __m512 v = _mm512_add_ps(_mm512_load_ps(c->out + (long)w * n + k), _mm512_loadu_ps(bias + c0 + k));
-            _mm512_storeu_ps(yr + k, _mm512_max_ps(_mm512_add_ps(v, _mm512_loadu_ps(xr + k)), zero));
+            v16 v = v_add(v_load(c->out + (long)w * n + k), v_loadu(bias + c0 + k));
+            v_storeu(yr + k, v_max(v_add(v, v_loadu(xr + k)), zero));
         }
     }
 }
@@ -302,7 +416,7 @@ static void *run(void *arg) {
     }
     for (int s = 0; s < MAX3; s++) c.have[s][0] = c.have[s][1] = c.have[s][2] = INT32_MIN;
     const int last = j->n3 - 1, K = c.K;
-    const __m512 zero = _mm512_setzero_ps();
+    const v16 zero = v_zero();
     for (int h = j->h0; h < j->h1; h++) {
         for (int d = -1; d <= 1; d++) ensure(&c, last, h + d);
         for (int g = 0; g < j->G; g++) {
@@ -314,9 +428,9 @@ static void *run(void *arg) {
             const float *b = j->b3[last] + g * K;  /* ReLU into the 1x1's input row */
             for (int w = 0; w < j->W; w++)
                 for (int k = 0; k < K; k += 16)
-                    _mm512_store_ps(c.t + (long)w * 64 + g * K + k,
-                                    _mm512_max_ps(_mm512_add_ps(_mm512_load_ps(c.out + (long)w * K + k),
-                                                                _mm512_loadu_ps(b + k)), zero));
+                    v_store(c.t + (long)w * 64 + g * K + k,
+                                    v_max(v_add(v_load(c.out + (long)w * K + k),
+                                                                v_loadu(b + k)), zero));
         }
         if (j->w1) {
             const float *rows[1] = {c.t};
@@ -333,7 +447,12 @@ static void *run(void *arg) {
 int srkit_resblock(const float *x, long xs, float *y, long ys, int H, int W, int G, int n3,
                    const float *const *w3, const float *const *u3, const float *const *b3, const float *w1,
                    const float *b1, int nthreads) {
-    if ((G != 1 && G != 4) || n3 < 1 || n3 > MAX3 || H < 1 || W < 1) return -1;
+    /* 64 channels a pixel in and out, each set of 3x3 weights, bias: what the loops below read */
+    if ((G != 1 && G != 4) || n3 < 1 || n3 > MAX3 || H < 1 || W < 1 || !x || !y || !w3 || !b3 || xs < 64 ||
+        ys < 64 || (w1 == NULL) != (b1 == NULL))
+        return -1;
+    for (int s = 0; s < n3; s++)
+        if (!w3[s] || !b3[s]) return -1;
     const int n = clamp_threads(nthreads, H);
     job_t jobs[MAXTHREADS];
     for (int t = 0; t < n; t++) {
@@ -377,6 +496,7 @@ typedef struct {
     int h0, h1;
 } tail_t;
 
+#ifndef SRKIT_AVX2
 static inline __attribute__((always_inline)) void exit_block(const float *const *rows, const float *w,
                                                              const unsigned char *mask, float *out, int x0) {
     __m512 acc[28];
@@ -392,6 +512,24 @@ static inline __attribute__((always_inline)) void exit_block(const float *const 
             }
     _Pragma("GCC unroll 64") for (int p = 0; p < 28; p++) _mm512_store_ps(out + (long)(x0 + p) * 16, acc[p]);
 }
+#else
+static inline __attribute__((always_inline)) void exit_block(const float *const *rows, const float *w,
+                                                             const unsigned char *mask, float *out, int x0) {
+    for (int pb = 0; pb < 28; pb += 4) {
+        __m256 a[4][2];
+        ZERO2(4, a)
+        for (int ky = 0; ky < 3; ky++)
+            for (int kx = 0; kx < 3; kx++)
+                for (int q = 0; q < 4; q++) {
+                    const int tq = (ky * 3 + kx) * 4 + q;
+                    if (!mask[tq]) continue;
+                    const float *src = rows[ky] + (long)(x0 + pb + kx) * 256 + q * 64;
+                    ACC2(4, 64, 256, 16, src, w + (long)tq * 64 * 16, a)
+                }
+        STORE2(4, a, out + (long)(x0 + pb) * 16, 16)
+    }
+}
+#endif
 
 static void *run_tail(void *arg) {
     tail_t *j = (tail_t *)arg;
@@ -408,7 +546,7 @@ static void *run_tail(void *arg) {
         return FAILED;
     }
     int xhave[3] = {INT32_MIN, INT32_MIN, INT32_MIN}, ehave[3] = {INT32_MIN, INT32_MIN, INT32_MIN};
-    const __m512 zero = _mm512_setzero_ps();
+    const v16 zero = v_zero();
     for (int h = j->h0; h < j->h1; h++) {
         for (int r = h - 1; r <= h + 1; r++) {   /* ring E holds relu(up(x)) rows h-1..h+1 */
             const int es = slot_of(r);
@@ -432,10 +570,10 @@ static void *run_tail(void *arg) {
                 }
                 for (int m = 0; m < 4; m++) {      /* vector m of chunk q -> its phase-major place */
                     const int off = G == 4 ? m * 64 + q * 16 : q * 64 + m * 16;
-                    const __m512 b = _mm512_loadu_ps(j->ba + off);
+                    const v16 b = v_loadu(j->ba + off);
                     for (int w = 0; w < W; w++)
-                        _mm512_storeu_ps(erow + (long)(w + 1) * 256 + off,
-                                         _mm512_max_ps(_mm512_add_ps(_mm512_load_ps(out + (long)w * 64 + m * 16), b),
+                        v_storeu(erow + (long)(w + 1) * 256 + off,
+                                         v_max(v_add(v_load(out + (long)w * 64 + m * 16), b),
                                                        zero));
                 }
             }
@@ -458,7 +596,10 @@ static void *run_tail(void *arg) {
 int srkit_subpixel_tail(const float *x, long xs, int H, int W, int G, const float *wa, const float *ua, const float *ba,
                         const float *we, const float *be, const unsigned char *mask,
                         float *y, long sy, long sx, long sc, int nthreads) {
-    if ((G != 1 && G != 4) || H < 1 || W < 1) return -1;
+    /* the output is written NHWC, 3 channels, at twice the size: each pixel and row apart from the next */
+    if ((G != 1 && G != 4) || H < 1 || W < 1 || !x || !y || !wa || !ba || !we || !be || !mask || xs < 64 ||
+        sc != 1 || sx < 3 || sy < 2L * W * sx)
+        return -1;
     const int n = clamp_threads(nthreads, H);
     tail_t jobs[MAXTHREADS];
     for (int t = 0; t < n; t++)
@@ -478,7 +619,7 @@ typedef struct {
 
 static void *run_fuse(void *arg) {
     fuse_t *j = (fuse_t *)arg;
-    const __m512 zero = _mm512_setzero_ps();
+    const v16 zero = v_zero();
     float tmp[6 * 64] __attribute__((aligned(64)));
     float pad[6 * 64 * MAX3] __attribute__((aligned(64)));  /* the last, partial block of pixels */
     for (long p0 = j->p0; p0 < j->p1; p0 += 6) {
@@ -492,6 +633,7 @@ static void *run_fuse(void *arg) {
             src = pad;
             stride = 64 * j->nchunks;
         }
+#ifndef SRKIT_AVX2
         __m512 acc[24];
         for (int i = 0; i < 24; i++) acc[i] = zero;
         for (int c = 0; c < j->nchunks; c++) {
@@ -500,8 +642,19 @@ static void *run_fuse(void *arg) {
         }
         for (int p = 0; p < 6; p++)
             for (int m = 0; m < 4; m++)
-                _mm512_store_ps(tmp + p * 64 + m * 16,
-                                _mm512_max_ps(_mm512_add_ps(acc[p * 4 + m], _mm512_loadu_ps(j->b + m * 16)), zero));
+                v_store(tmp + p * 64 + m * 16, v_max(v_add(acc[p * 4 + m], v_loadu(j->b + m * 16)), zero));
+#else
+        for (int m = 0; m < 4; m++) {
+            __m256 a[6][2];
+            ZERO2(6, a)
+            for (int c = 0; c < j->nchunks; c++)
+                ACC2(6, 64, stride, 64, src + c * 64, j->w + (long)c * 64 * 64 + m * 16, a)
+            for (int p = 0; p < 6; p++) {
+                v16 r = {a[p][0], a[p][1]};
+                v_store(tmp + p * 64 + m * 16, v_max(v_add(r, v_loadu(j->b + m * 16)), zero));
+            }
+        }
+#endif
         for (int p = 0; p < np; p++) memcpy(j->y + (p0 + p) * j->ys, tmp + p * 64, sizeof(float) * 64);
     }
     return NULL;
@@ -509,7 +662,8 @@ static void *run_fuse(void *arg) {
 
 int srkit_fuse1x1(const float *buf, long bs, int nchunks, long npix, const float *w, const float *b,
                   float *y, long ys, int nthreads) {
-    if (nchunks < 1 || nchunks > MAX3 || npix < 1) return -1;
+    if (nchunks < 1 || nchunks > MAX3 || npix < 1 || !buf || !w || !b || !y || bs < 64L * nchunks || ys < 64)
+        return -1;
     const int n = clamp_threads(nthreads, (npix + 5) / 6);
     fuse_t jobs[MAXTHREADS];
     const long blocks = (npix + 5) / 6;
@@ -542,18 +696,18 @@ static void *run_conv(void *arg) {
         return FAILED;
     }
     int have[3] = {INT32_MIN, INT32_MIN, INT32_MIN};
-    const __m512 zero = _mm512_setzero_ps();
+    const v16 zero = v_zero();
     for (int h = j->h0; h < j->h1; h++) {
         ensure_x_rows(j->x, j->xs, j->H, W, 1, h, xr, xlen, have);
         const float *rows[3] = {xr + slot_of(h - 1) * xlen, xr + slot_of(h) * xlen, xr + slot_of(h + 1) * xlen};
         for (int q = 0; q < j->nchunks; q++) {
             wino_row(rows, 64, 64, Wp / 4, j->u + (long)q * 6 * 192 * 64, out, v, mt);
             for (int m = 0; m < 4; m++) {
-                const __m512 b = _mm512_loadu_ps(j->b + q * 64 + m * 16);
+                const v16 b = v_loadu(j->b + q * 64 + m * 16);
                 for (int w = 0; w < W; w++) {
-                    __m512 r = _mm512_add_ps(_mm512_load_ps(out + (long)w * 64 + m * 16), b);
-                    if (j->relu) r = _mm512_max_ps(r, zero);
-                    _mm512_storeu_ps(j->y + ((long)h * W + w) * j->ys + q * 64 + m * 16, r);
+                    v16 r = v_add(v_load(out + (long)w * 64 + m * 16), b);
+                    if (j->relu) r = v_max(r, zero);
+                    v_storeu(j->y + ((long)h * W + w) * j->ys + q * 64 + m * 16, r);
                 }
             }
         }
@@ -564,11 +718,103 @@ static void *run_conv(void *arg) {
 
 int srkit_conv3x3(const float *x, long xs, int H, int W, int nchunks, const float *u, const float *b, int relu,
                   float *y, long ys, int nthreads) {
-    if (nchunks < 1 || H < 1 || W < 1) return -1;
+    if (nchunks < 1 || H < 1 || W < 1 || !x || !u || !b || !y || xs < 64 || ys < 64L * nchunks) return -1;
     const int n = clamp_threads(nthreads, H);
     conv_t jobs[MAXTHREADS];
     for (int t = 0; t < n; t++)
         jobs[t] = (conv_t){.x = x, .xs = xs, .H = H, .W = W, .nchunks = nchunks, .relu = relu, .u = u, .b = b,
                            .y = y, .ys = ys, .h0 = (int)((long)H * t / n), .h1 = (int)((long)H * (t + 1) / n)};
     return parallel(run_conv, jobs, sizeof(conv_t), n);
+}
+
+/* ---- A wide-activation body: y = conv3x3(W3)(conv1x1(W2)(relu(conv1x1(W1)(x)))), 64 channels in and out, C1 = 64 c1
+   channels in the middle (the wide activation), C2 <= 64 after the second 1x1 (zero-padded to 64), streamed by
+   rows: the C1- and C2-channel maps are never stored (per pixel block of 6 in L1, then a ring of three rows of
+   the 64-padded map for the 3x3), and y is written with any pixel stride (a slice of a cascade buffer). ---- */
+typedef struct {
+    const float *x; long xs; float *y; long ys;
+    int H, W, c1;
+    const float *w1, *b1;           /* [c1][64 in][64 out] (output chunks), [64 c1] */
+    const float *w2, *b2;           /* [c1][64 in][64 out] (input chunks, outputs padded to 64), [64] */
+    const float *w3, *u3, *b3;      /* 3x3 [3][3][64][64] direct, or Winograd [6][192][64] (u3 != NULL), [64] */
+    int h0, h1;
+} body_t;
+
+/* one row r of the padded map t2 = conv1x1(W2)(relu(conv1x1(W1)(x))) + b2 into dst + (w + 1) * 64 */
+static void body_rows(const body_t *j, int r, float *xrow, float *t1, float *acc, float *dst) {
+    const int W = j->W, Wp = (W + 5) / 6 * 6;
+    const float *src = j->x + (long)r * W * j->xs;
+    for (int w = 0; w < W; w++) memcpy(xrow + (long)w * 64, src + (long)w * j->xs, sizeof(float) * 64);
+    const v16 zero = v_zero();
+    for (int x0 = 0; x0 < Wp; x0 += 6) {
+        for (int c = 0; c < j->c1; c++) {  /* t1 chunk c = relu(x W1_c + b1_c), [6][64] */
+            gemm_k64(xrow + (long)x0 * 64, j->w1 + (long)c * 64 * 64, acc);
+            for (int p = 0; p < 6; p++)
+                for (int m = 0; m < 64; m += 16)
+                    v_store(t1 + ((long)c * 6 + p) * 64 + m,
+                            v_max(v_add(v_load(acc + p * 64 + m), v_loadu(j->b1 + c * 64 + m)), zero));
+        }
+        float *o = dst + (long)(x0 + 1) * 64;
+        for (int p = 0; p < 6; p++)
+            for (int m = 0; m < 64; m += 16) v_storeu(o + p * 64 + m, v_loadu(j->b2 + m));
+        for (int c = 0; c < j->c1; c++) {  /* t2 += t1_c W2_c */
+            gemm_k64n(t1 + (long)c * 6 * 64, j->w2 + (long)c * 64 * 64, acc);
+            for (int p = 0; p < 6; p++)
+                for (int m = 0; m < 64; m += 16)
+                    v_storeu(o + p * 64 + m, v_add(v_loadu(o + p * 64 + m), v_load(acc + p * 64 + m)));
+        }
+    }
+    /* the columns past W (the last block's padding) must read as zero in the 3x3 */
+    memset(dst + (long)(W + 1) * 64, 0, sizeof(float) * 64 * (Wp + 1 - W));
+}
+
+static void *run_body(void *arg) {
+    body_t *j = (body_t *)arg;
+    const int W = j->W, Wp = (W + 5) / 6 * 6, Wq = 4 * (((W + 3) / 4 + 5) / 6 * 6);
+    const int wmax = Wp > Wq ? Wp : Wq;
+    const long rowlen = (long)(wmax + 8) * 64;
+    float *ring = alloc_zeroed(sizeof(float) * 3 * rowlen), *xrow = alloc_zeroed(sizeof(float) * (size_t)wmax * 64);
+    float *t1 = alloc_zeroed(sizeof(float) * 6 * 64 * (size_t)j->c1), *acc = alloc_zeroed(sizeof(float) * 6 * 64);
+    float *out = alloc_zeroed(sizeof(float) * (size_t)wmax * 64);
+    float *v = alloc_zeroed(sizeof(float) * wino_scratch(64, 64)), *mt = alloc_zeroed(sizeof(float) * wino_scratch(64, 64));
+    if (!ring || !xrow || !t1 || !acc || !out || !v || !mt) {
+        free(ring); free(xrow); free(t1); free(acc); free(out); free(v); free(mt);
+        return FAILED;
+    }
+    int have[3] = {INT32_MIN, INT32_MIN, INT32_MIN};
+    for (int h = j->h0; h < j->h1; h++) {
+        for (int r = h - 1; r <= h + 1; r++) {
+            const int slot = slot_of(r);
+            if (have[slot] == r) continue;
+            have[slot] = r;
+            if (r < 0 || r >= j->H) memset(ring + slot * rowlen, 0, sizeof(float) * rowlen);
+            else body_rows(j, r, xrow, t1, acc, ring + slot * rowlen);
+        }
+        const float *rows[3] = {ring + slot_of(h - 1) * rowlen, ring + slot_of(h) * rowlen, ring + slot_of(h + 1) * rowlen};
+        if (j->u3) {
+            wino_row(rows, 64, 64, Wq / 4, j->u3, out, v, mt);
+        } else {
+            for (int x0 = 0; x0 < Wp; x0 += 6) conv3_d64(rows, j->w3, out, x0);
+        }
+        for (int w = 0; w < W; w++)
+            for (int m = 0; m < 64; m += 16)
+                v_storeu(j->y + ((long)h * W + w) * j->ys + m, v_add(v_load(out + (long)w * 64 + m), v_loadu(j->b3 + m)));
+    }
+    free(ring); free(xrow); free(t1); free(acc); free(out); free(v); free(mt);
+    return NULL;
+}
+
+int srkit_wide_body(const float *x, long xs, float *y, long ys, int H, int W, int c1, const float *w1,
+                    const float *b1, const float *w2, const float *b2, const float *w3, const float *u3,
+                    const float *b3, int nthreads) {
+    if (H < 1 || W < 1 || c1 < 1 || c1 > 64 || !x || !y || !w1 || !b1 || !w2 || !b2 || !w3 || !b3 || xs < 64 ||
+        ys < 64)
+        return -1;
+    const int n = clamp_threads(nthreads, H);
+    body_t jobs[MAXTHREADS];
+    for (int t = 0; t < n; t++)
+        jobs[t] = (body_t){.x = x, .xs = xs, .y = y, .ys = ys, .H = H, .W = W, .c1 = c1, .w1 = w1, .b1 = b1,
+                           .w2 = w2, .b2 = b2, .w3 = w3, .u3 = u3, .b3 = b3,
+                           .h0 = (int)((long)H * t / n), .h1 = (int)((long)H * (t + 1) / n)};
+    return parallel(run_body, jobs, sizeof(body_t), n);
 }

@@ -7,12 +7,17 @@
   256-channel map;
 - ``fuse1x1``: a cascade's 1x1 fusion over the buffer's 64-channel blocks, bias and ReLU in the store;
 - ``StreamedConv3x3``: any other dense 3x3 conv from 64 channels to a multiple of 64 (a x3 upsampling
-  conv, the first stage at x4), by rows.
+  conv, the first stage at x4), by rows;
+- ``StreamedWideBody``: a wide-activation body (1x1 from 64 channels to 64 n, ReLU, 1x1 to at most 64, 3x3
+  to 64), by rows: its wide maps are never stored.
 
 Each returns False / None when it cannot run here (no compiled kernel, a CPU without AVX-512, not float32
 on the CPU, gradients on), and the caller runs the oneDNN path instead: the two agree to rounding (tested).
-The library is built by ``pip install`` (setup.py; optional: a failed build only loses these kernels) and
-loaded with ctypes, which releases the GIL for each call. ``SRKIT_NO_CPU_KERNELS=1`` turns them off.
+Two builds of ``_cpu_kernels.c`` (setup.py, each optional: a failed build only loses it): AVX-512F and
+AVX2 + FMA. The best one this CPU runs is loaded with ctypes (which releases the GIL for each call):
+AVX-512 where torch reports AVX512 or AMX, else AVX2. ``SRKIT_CPU_KERNELS=avx512|avx2|off`` chooses instead
+(``avx2`` on an AVX-512 CPU runs the AVX2 build; ``SRKIT_NO_CPU_KERNELS=1`` is ``off``), and
+``SRKIT_CPU_KERNELS_LIB=path`` loads that file (the AddressSanitizer build of scripts/asan_kernels.sh).
 """
 from __future__ import annotations
 
@@ -25,47 +30,74 @@ import torch
 import torch.nn as nn
 
 _LIB: ctypes.CDLL | None | bool = None  # None: not looked for yet; False: not usable here
+_VARIANT = ""
 _WHY_NOT = ""
-_ABI = 1  # the argument lists below; srkit/_cpu_kernels.c's ABI must match
+_ABI = 2  # the functions and argument lists below; _cpu_kernels.c's ABI must match
+VARIANTS = {"avx512": ("_cpu_kernels", ("AVX512", "AMX"), 1), "avx2": ("_cpu_kernels_avx2", ("AVX2", "AVX512", "AMX"), 2)}
 
 
-def _load(path: Path) -> ctypes.CDLL:
+def _load(path: Path, variant: int) -> ctypes.CDLL:
     """The library with its functions' argument types, or OSError (unloadable, or built from other source)."""
     lib = ctypes.CDLL(str(path))
-    abi = getattr(lib, "srkit_kernels_abi", None)
-    if abi is None or abi() != _ABI:
-        raise OSError(f"{path.name} was built from another version of srkit/_cpu_kernels.c: "
-                      f"run pip install -e . again")
+    abi, built = getattr(lib, "srkit_kernels_abi", None), getattr(lib, "srkit_kernels_variant", None)
+    if abi is None or abi() != _ABI or built is None or built() != variant:
+        raise OSError(f"{path.name} was built from another version of _cpu_kernels.c: run pip install -e . again")
     p, i, long, pp = ctypes.c_void_p, ctypes.c_int, ctypes.c_long, ctypes.POINTER(ctypes.c_void_p)
     for name, args in (("srkit_resblock", [p, long, p, long, i, i, i, i, pp, pp, pp, p, p, i]),
                        ("srkit_subpixel_tail", [p, long, i, i, i, p, p, p, p, p, p, p, long, long, long, i]),
                        ("srkit_fuse1x1", [p, long, i, long, p, p, p, long, i]),
-                       ("srkit_conv3x3", [p, long, i, i, i, p, p, i, p, long, i])):
+                       ("srkit_conv3x3", [p, long, i, i, i, p, p, i, p, long, i]),
+                       ("srkit_wide_body", [p, long, p, long, i, i, i, p, p, p, p, p, p, p, i])):
         getattr(lib, name).argtypes = args
         getattr(lib, name).restype = i
     return lib
 
 
+def _built(stem: str) -> Path | None:
+    here = Path(__file__).parent
+    return next((p for p in (here / f"{stem}{s}" for s in importlib.machinery.EXTENSION_SUFFIXES) if p.exists()), None)
+
+
+def _choose() -> tuple[str, Path | None, str]:
+    """(variant, library, why not) from the environment, the builds present and the CPU."""
+    asked = os.environ.get("SRKIT_CPU_KERNELS", "").lower()
+    if os.environ.get("SRKIT_NO_CPU_KERNELS", "") not in ("", "0") or asked == "off":
+        return "", None, "turned off (SRKIT_CPU_KERNELS=off or SRKIT_NO_CPU_KERNELS)"
+    capability = torch.backends.cpu.get_cpu_capability()
+    candidates = [asked] if asked in VARIANTS else list(VARIANTS)
+    if asked and asked not in VARIANTS:
+        return "", None, f"SRKIT_CPU_KERNELS={asked}: one of {', '.join([*VARIANTS, 'off'])}"
+    reasons = []
+    for name in candidates:
+        stem, isas, _ = VARIANTS[name]
+        path = Path(os.environ["SRKIT_CPU_KERNELS_LIB"]) if os.environ.get("SRKIT_CPU_KERNELS_LIB") else _built(stem)
+        if capability not in isas:
+            reasons.append(f"this CPU has no {name.upper()} (torch reports {capability})")
+        elif path is None or not path.exists():
+            reasons.append(f"the {name} build is absent (pip install -e . builds it; it needs a C compiler)")
+        else:
+            return name, path, ""
+    return "", None, "; ".join(reasons)
+
+
 def _library() -> ctypes.CDLL | None:
-    global _LIB, _WHY_NOT
+    global _LIB, _WHY_NOT, _VARIANT
     if _LIB is None:
         _LIB = False
-        here = Path(__file__).parent
-        path = next((p for p in (here / f"_cpu_kernels{s}" for s in importlib.machinery.EXTENSION_SUFFIXES)
-                     if p.exists()), None)
-        capability = torch.backends.cpu.get_cpu_capability()  # the kernels are AVX-512F code
-        if os.environ.get("SRKIT_NO_CPU_KERNELS", "") not in ("", "0"):
-            _WHY_NOT = "turned off by SRKIT_NO_CPU_KERNELS"
-        elif path is None:
-            _WHY_NOT = "not built (pip install -e . builds srkit/_cpu_kernels.c; it needs a C compiler)"
-        elif capability not in ("AVX512", "AMX"):
-            _WHY_NOT = f"this CPU has no AVX-512 (torch reports {capability})"
+        name, path, why = _choose()
+        if path is None:
+            _WHY_NOT = why
         else:
             try:
-                _LIB = _load(path)
+                _LIB, _VARIANT = _load(path, VARIANTS[name][2]), name
             except (OSError, AttributeError) as e:
                 _WHY_NOT = str(e).splitlines()[0] if str(e) else f"{path.name} could not be loaded"
     return _LIB or None
+
+
+def variant() -> str:
+    """The build in use ("avx512" or "avx2"), or "" when none runs here."""
+    return _VARIANT if available() else ""
 
 
 def available() -> bool:
@@ -196,6 +228,13 @@ def _check(rc: int, name: str) -> None:
         raise RuntimeError(f"{name} refused a shape it was built for (code {rc})")
 
 
+def _output(shape: tuple[int, int, int, int], workspace, like: torch.Tensor) -> torch.Tensor:
+    """A float32 NHWC output: from the prepared model's workspace (srkit.inference.fast.Workspace), if any."""
+    if workspace is not None:
+        return workspace.take(shape, like, memory_format=torch.channels_last)
+    return torch.empty(shape, dtype=torch.float32, memory_format=torch.channels_last)
+
+
 def _nhwc_contiguous(t: torch.Tensor) -> bool:
     return t.is_contiguous(memory_format=torch.channels_last)
 
@@ -228,6 +267,7 @@ class StreamedTail(nn.Module):
         self.register_buffer("be", torch.cat([exit_b.detach().float(), torch.zeros(4)]).contiguous())
         self.register_buffer("mask", (we.reshape(9, 4, -1) != 0).any(-1).to(torch.uint8).reshape(-1).contiguous())
         self.groups = groups
+        self.workspace = None  # set by srkit.inference.fast.prepare_fast
 
     @classmethod
     def from_convs(cls, up: nn.Module, exit_sub: nn.Module) -> "StreamedTail | None":
@@ -246,7 +286,7 @@ class StreamedTail(nn.Module):
         if lib is None or xs is None or x.shape[1] != 64:
             return None
         n, _, h, w = x.shape
-        y = torch.empty(n, 3, 2 * h, 2 * w, memory_format=torch.channels_last)
+        y = _output((n, 3, 2 * h, 2 * w), self.workspace, x)
         for i in range(n):
             _check(lib.srkit_subpixel_tail(x[i].data_ptr(), xs, h, w, self.groups, self.wa.data_ptr(),
                                            self.ua.data_ptr() if self.winograd else None,
@@ -272,6 +312,7 @@ class StreamedConv3x3(nn.Module):
         self.out_channels, self.relu = weight.shape[0], relu
         self.register_buffer("u", torch.cat([winograd_weights(c, 1) for c in weight.split(64)]))
         self.register_buffer("b", bias.detach().float().contiguous())
+        self.workspace = None  # set by srkit.inference.fast.prepare_fast
 
     @classmethod
     def from_conv(cls, conv: nn.Module, relu: bool) -> "StreamedConv3x3 | None":
@@ -287,7 +328,7 @@ class StreamedConv3x3(nn.Module):
         if lib is None or xs is None or x.shape[1] != 64:
             return None
         n, _, h, w = x.shape
-        y = torch.empty(n, self.out_channels, h, w, memory_format=torch.channels_last)
+        y = _output((n, self.out_channels, h, w), self.workspace, x)
         for i in range(n):
             _check(lib.srkit_conv3x3(x[i].data_ptr(), xs, h, w, self.out_channels // 64, self.u.data_ptr(),
                                      self.b.data_ptr(), int(self.relu), y[i].data_ptr(), y.stride(3),
@@ -304,14 +345,83 @@ def pack_fuse(weight: torch.Tensor) -> torch.Tensor | None:
     return weight.detach().float().reshape(64, c // 64, 64).permute(1, 2, 0).reshape(-1).contiguous()
 
 
-def fuse1x1(rows: torch.Tensor, packed: torch.Tensor, bias: torch.Tensor) -> torch.Tensor | None:
+def fuse1x1(rows: torch.Tensor, packed: torch.Tensor, bias: torch.Tensor,
+            out: torch.Tensor | None = None) -> torch.Tensor | None:
     """``relu(rows @ W^T + bias)`` for ``rows`` a [pixels, 64 n] view of the cascade buffer's first n blocks
-    (row stride = the buffer's channels); None when the kernel cannot run here."""
+    (row stride = the buffer's channels), into ``out`` (a contiguous float32 [pixels, 64]) or a new tensor;
+    None when the kernel cannot run here."""
     lib = _runnable(rows, packed, bias)
     npix, c = rows.shape
     if lib is None or rows.stride(1) != 1 or packed.numel() != c * 64:
         return None
-    y = torch.empty(npix, 64)
+    ok = out is not None and out.shape == (npix, 64) and out.dtype == torch.float32 and out.is_contiguous()
+    y = out if ok else torch.empty(npix, 64, dtype=torch.float32)
     _check(lib.srkit_fuse1x1(rows.data_ptr(), rows.stride(0), c // 64, npix, packed.data_ptr(), bias.data_ptr(),
                              y.data_ptr(), 64, torch.get_num_threads()), "srkit_fuse1x1")
     return y
+
+
+class StreamedWideBody(nn.Module):
+    """``conv3(conv1b(relu(conv1a(x))))``: a 1x1 from 64 channels to 64 n (n <= 64), ReLU, a 1x1 to at most 64
+    channels, a 3x3 (padding 1) to 64, all with biases; the output goes to a caller's NHWC destination or a new
+    tensor (from the prepared model's workspace, when it has one)."""
+
+    def __init__(self, a: nn.Module, b: nn.Module, c: nn.Module) -> None:
+        super().__init__()
+        c1, c2 = a.weight.shape[0] // 64, b.weight.shape[0]
+        w1 = a.weight.detach().float().reshape(c1, 64, 64).permute(0, 2, 1)           # [chunk][in][out]
+        w2 = torch.zeros(64 * c1, 64)
+        w2[:, :c2] = b.weight.detach().float().reshape(c2, 64 * c1).t()                 # [in][out, padded]
+        b2 = torch.zeros(64)
+        b2[:c2] = b.bias.detach().float()
+        w3 = torch.zeros(64, 64, 3, 3)
+        w3[:, :c2] = c.weight.detach().float()                                          # inputs padded to 64
+        self.c1 = c1
+        self.register_buffer("w1", w1.reshape(-1).contiguous())
+        self.register_buffer("b1", a.bias.detach().float().contiguous())
+        self.register_buffer("w2", w2.reshape(-1).contiguous())
+        self.register_buffer("b2", b2)
+        self.register_buffer("w3", w3.permute(2, 3, 1, 0).reshape(-1).contiguous())   # [ky][kx][in][out]
+        self.register_buffer("u3", winograd_weights(w3, 1))
+        self.register_buffer("b3", c.bias.detach().float().contiguous())
+        self.winograd = True
+        self.workspace = None  # set by srkit.inference.fast.prepare_fast
+
+    @classmethod
+    def from_body(cls, body: list[nn.Module]) -> "StreamedWideBody | None":
+        """The kernel for ``body`` ([1x1, ReLU, 1x1, 3x3], modules with weight, bias, groups, padding, stride,
+        dilation: nn.Conv2d or srkit.inference.fast.FusedConv), or None when it does not fit."""
+        if len(body) != 4 or not isinstance(body[1], nn.ReLU):
+            return None
+        a, b, c = body[0], body[2], body[3]
+        for conv, k in ((a, 1), (b, 1), (c, 3)):
+            if not hasattr(conv, "weight") or conv.weight.dim() != 4 or tuple(conv.weight.shape[2:]) != (k, k) \
+                    or getattr(conv, "bias", None) is None or conv.groups != 1 or tuple(conv.stride) != (1, 1) \
+                    or tuple(conv.dilation) != (1, 1) or tuple(conv.padding) != ((k - 1) // 2,) * 2 \
+                    or getattr(conv, "padding_mode", "zeros") != "zeros":
+                return None
+        o1, i1 = a.weight.shape[:2]
+        o2, i2 = b.weight.shape[:2]
+        o3, i3 = c.weight.shape[:2]
+        if i1 != 64 or o1 % 64 or not 1 <= o1 // 64 <= 64 or i2 != o1 or o2 > 64 or i3 != o2 or o3 != 64:
+            return None
+        return cls(a, b, c)
+
+    def forward(self, x: torch.Tensor, out: torch.Tensor | None = None) -> torch.Tensor | None:
+        """The body of ``x`` (channels_last), written into ``out`` if given; None when the kernel cannot run."""
+        lib = _runnable(x, self.w1)
+        xs = _pixel_stride(x)
+        if lib is None or xs is None or x.shape[1] != 64:
+            return None
+        n, _, h, w = x.shape
+        if out is None:
+            out = _output((n, 64, h, w), self.workspace, x)
+        ys = _pixel_stride(out)
+        if ys is None or out.shape != x.shape or _overlap(x, out):
+            return None
+        for i in range(n):
+            _check(lib.srkit_wide_body(x[i].data_ptr(), xs, out[i].data_ptr(), ys, h, w, self.c1,
+                                       self.w1.data_ptr(), self.b1.data_ptr(), self.w2.data_ptr(), self.b2.data_ptr(),
+                                       self.w3.data_ptr(), self.u3.data_ptr() if self.winograd else None,
+                                       self.b3.data_ptr(), torch.get_num_threads()), "srkit_wide_body")
+        return out

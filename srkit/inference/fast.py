@@ -25,7 +25,10 @@ inputs from ``to_fast_input``. ``fuse=False`` keeps only the portable rewrites (
 """
 from __future__ import annotations
 
+import contextlib
 import copy
+import math
+import threading
 import warnings
 
 import torch
@@ -34,7 +37,7 @@ import torch.nn.functional as F
 
 from srkit.core.layers import CascadeRunner, FastPath, Fusion, MeanShift, plain_cascade
 from srkit.inference import cpu_kernels
-from srkit.inference.cpu_kernels import StreamedConv3x3, StreamedResidual, StreamedTail
+from srkit.inference.cpu_kernels import StreamedConv3x3, StreamedResidual, StreamedTail, StreamedWideBody
 
 # oneDNN's fused convolution (conv + post-ops), the kernel PyTorch's own CPU compiler emits; absent from
 # builds without oneDNN, where the fused modules run the plain ops.
@@ -119,6 +122,76 @@ class FusedConv(nn.Module):
         return self._plain(x, residual)
 
 
+class Workspace:
+    """Memory a prepared model keeps between calls, so that its largest tensors are not fresh pages each time
+    (on the CPU every new large tensor is memory the kernel zero-fills page by page on first touch). It holds
+    the cascade buffers, one per nesting depth (a global cascade runs local ones inside it), grown to the
+    largest shape asked for; per thread, so one prepared model can serve several threads. It is freed with the
+    model: nothing process-wide changes."""
+
+    def __init__(self) -> None:
+        self._local = threading.local()
+
+    def _state(self):
+        st = self._local
+        if not hasattr(st, "buffers"):
+            st.buffers, st.depth = {}, 0
+        return st
+
+    def buffer(self, shape: tuple[int, ...], like: torch.Tensor) -> torch.Tensor:
+        """A tensor of ``shape`` (contents undefined) for the cascade running at the current depth."""
+        st = self._state()
+        need = math.prod(shape)
+        t = st.buffers.get(st.depth)
+        if t is None or t.numel() < need or t.dtype != like.dtype or t.device != like.device:
+            t = st.buffers[st.depth] = torch.empty(need, dtype=like.dtype, device=like.device)
+        return t[:need].view(shape)
+
+    def take(self, shape: tuple[int, ...], like: torch.Tensor,
+             memory_format: torch.memory_format = torch.contiguous_format) -> torch.Tensor:
+        """A tensor of ``shape`` (contents undefined) from the pool: memory of an earlier output that nothing
+        refers to any more, else new memory that joins the pool. An output a caller still holds (or any view
+        of it) is never handed out again."""
+        st = self._state()
+        pool = st.__dict__.setdefault("pool", [])
+        need = math.prod(shape)
+        for t in pool:
+            if t.numel() >= need and t.dtype == like.dtype and t.device == like.device and _unshared(t):
+                break
+        else:
+            t = torch.empty(need, dtype=like.dtype, device=like.device)
+            if len(pool) < POOL_SIZE and _USE_COUNT is not None:
+                pool.append(t)
+        flat = t[:need]
+        if memory_format == torch.channels_last:  # (N, C, H, W) in NHWC order
+            n, c, h, w = shape
+            return flat.view(n, h, w, c).permute(0, 3, 1, 2)
+        return flat.view(shape)
+
+    @contextlib.contextmanager
+    def nested(self):
+        st = self._state()
+        st.depth += 1
+        try:
+            yield
+        finally:
+            st.depth -= 1
+
+    def held_bytes(self) -> int:
+        st = self._state()
+        return sum(t.numel() * t.element_size() for t in [*st.buffers.values(), *st.__dict__.get("pool", [])])
+
+
+POOL_SIZE = 8  # pooled outputs per thread: enough for the outputs alive at once in a cascade and a tail
+# the number of references to a tensor's memory (torch internals): where absent, nothing is pooled
+_USE_COUNT = getattr(torch._C, "_storage_Use_Count", None)
+
+
+def _unshared(t: torch.Tensor) -> bool:
+    """Whether only the pool refers to ``t``'s memory (the pool's tensor and this query's storage object)."""
+    return _USE_COUNT(t.untyped_storage()._cdata) == 2
+
+
 class CascadeFuse(FusedConv, CascadeRunner):
     """A cascade's 1x1 fusion conv + ReLU. ``srkit.core.layers.cascade`` hands a cascade whose fuses are all
     of this type to ``run_cascade``."""
@@ -128,11 +201,15 @@ class CascadeFuse(FusedConv, CascadeRunner):
         # the weights as the streamed kernel reads them (srkit.inference.cpu_kernels.fuse1x1); None where it does not fit
         packed = cpu_kernels.pack_fuse(conv.weight) if relu and conv.bias is not None else None
         self.register_buffer("packed", packed)
+        self.workspace: Workspace | None = None  # prepare_fast gives every cascade of a model one workspace
 
     def on_buffer(self, rows: torch.Tensor) -> torch.Tensor | None:
         """relu(rows W^T + b) for ``rows`` a [pixels, channels] view of the cascade buffer, by the streamed
         kernel; None where it cannot run."""
-        return cpu_kernels.fuse1x1(rows, self.packed, self.bias) if self.packed is not None else None
+        if self.packed is None:
+            return None
+        out = self.workspace.take((rows.shape[0], 64), rows) if self.workspace is not None else None
+        return cpu_kernels.fuse1x1(rows, self.packed, self.bias, out)
 
     @staticmethod
     def run_cascade(x: torch.Tensor, blocks: list, fuses: list["CascadeFuse"]) -> list[torch.Tensor]:
@@ -141,7 +218,17 @@ class CascadeFuse(FusedConv, CascadeRunner):
         if x.device.type != "cpu":  # cuDNN: concatenation is cheap there, the buffer's strided reads are not
             return plain_cascade(x, blocks, fuses)
         n, c, h, w = x.shape
-        buf = torch.empty(n, h, w, c * (len(blocks) + 1), dtype=x.dtype, device=x.device)
+        shape = (n, h, w, c * (len(blocks) + 1))
+        ws = fuses[0].workspace
+        if ws is None:
+            return CascadeFuse._run(x, blocks, fuses, torch.empty(shape, dtype=x.dtype, device=x.device))
+        buf = ws.buffer(shape, x)
+        with ws.nested():  # the blocks may run cascades of their own: one level deeper, another buffer
+            return CascadeFuse._run(x, blocks, fuses, buf)
+
+    @staticmethod
+    def _run(x: torch.Tensor, blocks: list, fuses: list["CascadeFuse"], buf: torch.Tensor) -> list[torch.Tensor]:
+        n, c, h, w = x.shape
         rows = buf.view(n * h * w, -1)
         buf[..., :c].copy_(x.permute(0, 2, 3, 1))
         o, outs = x, []
@@ -318,6 +405,23 @@ def _fuse_sequence(mods: list[nn.Module], nhwc: bool = True) -> list[nn.Module]:
     return out
 
 
+class WideBody(nn.Module):
+    """A wide-activation body (1x1 to a wide map, ReLU, 1x1, 3x3) as one streamed kernel: the wide maps are
+    never stored; ``plain`` (its fused convs) runs wherever the kernel declines."""
+
+    def __init__(self, streamed: StreamedWideBody, plain: nn.Sequential) -> None:
+        super().__init__()
+        self.streamed, self.plain = streamed, plain
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        y = self.streamed(x)
+        return y if y is not None else self.plain(x)
+
+
+def _first_weight(seq: nn.Module) -> torch.Tensor:
+    return next(iter(seq.parameters()), next(iter(seq.buffers()), torch.empty(0)))
+
+
 def _fuse(module: nn.Module, nhwc: bool) -> None:
     """Rewrite, in place, every part whose forward matches a fused kernel (see each block's class attribute)."""
     for name, child in list(module.named_children()):
@@ -328,11 +432,14 @@ def _fuse(module: nn.Module, nhwc: bool) -> None:
             new: nn.Module = CascadeFuse(conv, True) if pointwise else FusedConv(conv, True)
         elif fusion is Fusion.RESIDUAL_RELU:
             new = FusedResidual(child.body)
-        elif isinstance(child, (FusedConv, SubPixelTail, SubPixelExit)):
+        elif isinstance(child, (FusedConv, SubPixelTail, SubPixelExit, WideBody)):
             continue
         elif isinstance(child, nn.Sequential):
             _fuse(child, nhwc)
+            streamed = StreamedWideBody.from_body(list(child)) if cpu_kernels.serves(_first_weight(child)) else None
             new = nn.Sequential(*_fuse_sequence(list(child), nhwc))
+            if streamed is not None:
+                new = WideBody(streamed, new)
         else:
             _fuse(child, nhwc)
             continue
@@ -388,6 +495,10 @@ def prepare_fast(model: nn.Module, half: torch.dtype | None = None, fuse: bool =
         _fuse(fast, nhwc)
     if nhwc:
         fast = fast.to(memory_format=torch.channels_last)
+    fast.workspace = Workspace()
+    for m in fast.modules():  # the cascades and the streamed kernels take their memory from it
+        if hasattr(m, "workspace") and m is not fast:
+            m.workspace = fast.workspace
     if half is not None:
         fast = fast.to(half)
     for p in fast.parameters():

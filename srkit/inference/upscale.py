@@ -53,8 +53,8 @@ def decode(img: Image.Image) -> Decoded:
     if mode in ("I;16", "I;16B", "I;16L", "I", "F"):
         a = np.asarray(img).astype(np.float32)
         if mode == "F" and not np.isfinite(a).all():
-            raise ImageError(f"{getattr(img, 'filename', '') or 'the image'}: a float image holding "
-                             f"{int((~np.isfinite(a)).sum()):,} NaN or infinite value(s); replace them first")
+            raise ImageError(f"a float image holding {int((~np.isfinite(a)).sum()):,} NaN or infinite value(s); "
+                             f"replace them first")
         a = np.clip(a if mode == "F" else a / 65535.0, 0, 1)
         return Decoded(np.repeat(a[:, :, None], 3, axis=2), None, True, 16)
     if mode in ("P", "PA"):
@@ -213,16 +213,18 @@ class PlanError(ValueError):
     """Outputs that would collide with each other or with an input; nothing was written."""
 
 
-def plan_outputs(inputs: list[str], out_dir: Path, suffix: str = "", ext: str = "auto") -> tuple[list[Job], list[str]]:
-    """(what to write where, problems with the inputs themselves). Raises PlanError, naming the files, when
-    two inputs would write one output or an output would be an input."""
+def plan_outputs(inputs: list[str], out_dir: Path, suffix: str = "", ext: str = "auto",
+                 exclude: Path | None = None) -> tuple[list[Job], list[str]]:
+    """(what to write where, problems with the inputs themselves). Files under ``exclude`` (default: the
+    output folder; earlier outputs) are not inputs. Raises PlanError, naming the files, when two inputs would
+    write one output or an output would be an input."""
     out_dir = Path(out_dir)
     jobs, problems = [], []
-    out_real = _real(out_dir)
+    out_real = _real(exclude if exclude is not None else out_dir)
     for arg in map(Path, inputs):
         if arg.is_dir():
-            found = [p for p in scan_images(arg, recursive=True)
-                     if out_real not in _real(p).parents]  # earlier outputs inside an input folder
+            inside = out_real != _real(arg)  # earlier outputs in a folder inside the input folder are not inputs
+            found = [p for p in scan_images(arg, recursive=True) if not (inside and out_real in _real(p).parents)]
             if not found:
                 problems.append(f"{arg}: no images")
             jobs += [Job(p, out_dir / p.relative_to(arg)) for p in found]
@@ -255,11 +257,11 @@ def _named(dst: Path, suffix: str, ext: str) -> Path:
 
 def upscale_paths(predict: Predict, inputs: list[str], scale: float, out_dir: Path, device: torch.device,
                   max_pixels: int | None = DEFAULT_MAX_PIXELS, suffix: str = "", ext: str = "auto",
-                  progress: bool = True) -> int:
+                  progress: bool = True, exclude: Path | None = None) -> int:
     """Upscale every image file / folder in ``inputs`` into ``out_dir`` (see :func:`plan_outputs`). Exit
     status: 0 all written, 1 some failed, 2 the plan was refused (nothing written)."""
     try:
-        jobs, errors = plan_outputs(inputs, out_dir, suffix, ext)
+        jobs, errors = plan_outputs(inputs, out_dir, suffix, ext, exclude)
     except PlanError as e:
         print(f"error: {e}", file=sys.stderr)
         return 2

@@ -75,6 +75,16 @@ class Section:
     bicubic: float
 
 
+def _shown(name: str) -> str:
+    """A file name as text (a name that is not valid UTF-8 shows its bytes replaced)."""
+    return name.encode("utf-8", "surrogateescape").decode("utf-8", "replace")
+
+
+def _href(path: str) -> str:
+    """A link to a file of the run folder, its name's own bytes percent-encoded."""
+    return quote(path.encode("utf-8", "surrogateescape"))
+
+
 def _sr_name(image: str) -> str:
     return image.replace("_HR", "_SR")
 
@@ -172,16 +182,16 @@ def render(run_dir: Path) -> str:
     def cell(r: dict, c: str) -> str:
         v = r[c]
         shown = {"psnr": _fmt(v, 3), "bicubic": _fmt(v, 3), "seconds": _fmt(v, 3), "gain": _fmt(v, 3, True),
-                 "ssim": _fmt(v, 4)}.get(c, e(str(v)))
+                 "ssim": _fmt(v, 4)}.get(c, e(_shown(str(v))))
         if c == "image":
-            shown = (f"{e(str(v))} <a href='{e(quote(r['sr']))}'>SR</a> <a href='{e(quote(r['hr']))}'>HR</a>")
-        sort_key = v if isinstance(v, float) and not math.isnan(v) else e(str(v))
+            shown = f"{shown} <a href='{e(_href(r['sr']))}'>SR</a> <a href='{e(_href(r['hr']))}'>HR</a>"
+        sort_key = v if isinstance(v, float) and not math.isnan(v) else e(_shown(str(v)))
         return f"<td data-v='{sort_key}'>{shown}</td>"
     image_rows = "".join(f"<tr class='img' data-key='{e(r['dataset'])}|{e(r['scale'])}'>"
                          + "".join(cell(r, c) for c in COLUMNS) + "</tr>" for r in rows)
     figures = "".join(
         f"<figure class='crop' data-key='{e(c['dataset'])}|{e(c['scale'])}' data-label='{c['label']}'>"
-        f"<figcaption>{e(c['dataset'])} {c['scale']}, {c['label']} gain: {e(c['image'])} (SR {c['psnr']:.2f} dB, "
+        f"<figcaption>{e(c['dataset'])} {c['scale']}, {c['label']} gain: {e(_shown(c['image']))} (SR {c['psnr']:.2f} dB, "
         f"bicubic {c['bicubic']:.2f} dB, box y {c['box'][0]} x {c['box'][1]}, {c['box'][2]} px)</figcaption>"
         + "".join(f"<div><img alt='{n}' src='{u}'><span>{n}</span></div>"
                   for n, u in zip(("HR", "bicubic", "SR"), c["uris"]))
