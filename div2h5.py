@@ -2,6 +2,7 @@
 filename order).
 
     python div2h5.py --div2k datasets/DIV2K --out datasets/DIV2K_train.h5
+    python div2h5.py --toy 16 --div2k datasets/toy/DIV2K --out datasets/toy/train.h5   # a run of a minute
 
 Input: ``DIV2K_train_HR/0001.png`` and ``DIV2K_train_LR_bicubic/X<s>/0001x<s>.png``. A missing X<s> folder is
 generated from HR with the MATLAB-compatible bicubic imresize (HR cropped to a multiple of s). Counts, names
@@ -21,6 +22,7 @@ from PIL import Image
 from tqdm import tqdm
 
 from srkit.data.benchmark import crop_to_scale, make_lr
+from srkit.data.toy import make_toy_div2k
 from srkit.data.imageio import ImageError, read_rgb8
 
 SCALES = (2, 3, 4)
@@ -95,7 +97,13 @@ def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--div2k", type=Path, default=Path("datasets/DIV2K"), help="folder holding DIV2K_train_HR/")
     p.add_argument("--out", type=Path, default=Path("datasets/DIV2K_train.h5"))
+    p.add_argument("--toy", type=int, default=0, metavar="N",
+                   help="first make N training images (and a valid/ folder beside --div2k) from the photographs "
+                        "shipped with scikit-image: a toy set for a quick run")
     args = p.parse_args(argv)
+    if args.toy:
+        _, val = make_toy_div2k(args.div2k.parent, count=args.toy)
+        print(f"made {args.toy} toy training images in {args.div2k} and a validation folder {val}")
     try:
         info = build_h5(args.div2k, args.out)
     except (FileNotFoundError, ImageError) as e:

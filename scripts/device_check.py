@@ -207,24 +207,13 @@ def section_api(device: torch.device, sizes: dict) -> list[str]:
 
 
 def _train_data(tmp: Path, count: int) -> tuple[Path, Path]:
-    """A DIV2K-layout h5 of ``count`` 256-px crops (offsets and flips) of scikit-image's photographs: the
+    """A DIV2K-layout h5 of ``count`` 256-px crops of scikit-image's photographs (srkit.data.toy): the
     authors' sampling needs a batch of images, and patch 64 at x2 needs 128 px."""
     import div2h5
-    from PIL import Image
-    from skimage import data as skdata
-    hr_dir, val = tmp / "DIV2K" / "DIV2K_train_HR", tmp / "valid"
-    hr_dir.mkdir(parents=True)
-    val.mkdir()
-    photos = [np.asarray(getattr(skdata, n)())[:, :, :3] for n in ("astronaut", "coffee", "chelsea", "rocket")]
-    for i in range(count):
-        img, k = photos[i % 4], i // 4
-        y, x = (k * 37) % (img.shape[0] - 255), (k * 53) % (img.shape[1] - 255)
-        crop = img[y:y + 256, x:x + 256]
-        Image.fromarray(np.ascontiguousarray(crop[:, ::-1] if k % 2 else crop)).save(hr_dir / f"{i + 1:04d}.png")
-    for i, img in enumerate(photos[:2]):
-        Image.fromarray(np.ascontiguousarray(img[:96, :120])).save(val / f"{i}.png")
+    from srkit.data.toy import make_toy_div2k
+    div, val = make_toy_div2k(tmp, size=256, count=count)
     h5 = tmp / "train.h5"
-    if div2h5.main(["--div2k", str(tmp / "DIV2K"), "--out", str(h5)]) != 0:
+    if div2h5.main(["--div2k", str(div), "--out", str(h5)]) != 0:
         raise RuntimeError("div2h5 failed")
     return h5, val
 

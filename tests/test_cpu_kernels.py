@@ -141,20 +141,21 @@ def test_streamed_tail_equals_upsample_conv_then_sub_pixel_exit(groups, winograd
 
 @needs_kernels
 @pytest.mark.parametrize("relu", [True, False])
-def test_streamed_conv3x3_equals_the_conv(relu):
+@pytest.mark.parametrize("groups,out", [(1, 192), (4, 576), (4, 256), (4, 64)])
+def test_streamed_conv3x3_equals_the_conv(relu, groups, out):
     torch.manual_seed(3)
-    conv = nn.Conv2d(64, 192, 3, 1, 1)
+    conv = nn.Conv2d(64, out, 3, 1, 1, groups=groups)
     streamed = StreamedConv3x3.from_conv(conv, relu)
     for h, w in SIZES:
         x = _nhwc(2, 64, h, w)
         with torch.inference_mode():
             got = streamed(x)
-        want = F.conv2d(x.double(), conv.weight.double(), conv.bias.double(), padding=1)
+        want = F.conv2d(x.double(), conv.weight.double(), conv.bias.double(), padding=1, groups=groups)
         want = (torch.relu(want) if relu else want).float()
         assert got.is_contiguous(memory_format=torch.channels_last)
         assert (got - want).abs().max().item() <= FAST_PATH_ATOL, (h, w)
     assert StreamedConv3x3.from_conv(nn.Conv2d(64, 96, 3, 1, 1), True) is None            # not 64 n outputs
-    assert StreamedConv3x3.from_conv(nn.Conv2d(64, 64, 3, 1, 1, groups=4), True) is None  # grouped
+    assert StreamedConv3x3.from_conv(nn.Conv2d(64, 64, 3, 1, 1, groups=2), True) is None  # 2 groups
     assert StreamedConv3x3.from_conv(nn.Conv2d(32, 64, 3, 1, 1), True) is None            # not 64 inputs
 
 

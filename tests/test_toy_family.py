@@ -8,6 +8,9 @@ from __future__ import annotations
 
 from typing import Any, Mapping
 
+import hashlib
+import json
+
 import torch
 import torch.nn as nn
 import torch.nn.functional as F
@@ -15,7 +18,7 @@ import torch.nn.functional as F
 from srkit.core import registry
 from srkit.cli import sample as sample_cli
 from srkit.core.layers import FastPath, Fusion, MeanShift, pixel_shuffle_stages
-from srkit.core.registry import ArchFlag, Example, Family, Recipe
+from srkit.core.registry import ArchFlag, Example, Family, Pretrained, Recipe
 from test_families import *  # noqa: F401,F403 - the same checks, run for the families named in FAMILIES
 
 FAMILIES = ["toy"]
@@ -49,6 +52,14 @@ class ToyNet(nn.Module):
         return self.add_mean(self.exit(self.up[f"x{int(scale)}"](x)))
 
 
+def _released_bytes() -> bytes:
+    """The toy's "released weights": a safetensors file made the same way every time (seed 2)."""
+    from safetensors.torch import save
+    torch.manual_seed(2)
+    sd = {k: v.contiguous() for k, v in ToyNet().state_dict().items()}
+    return save(sd, metadata={"arch": json.dumps({"family": "toy", "model": "toy", "width": 8})})
+
+
 class ToyFamily(Family):
     name, title, models = "toy", "ToyNet", ("toy",)
     flags = (ArchFlag("width", int, "feature channels"),)
@@ -73,6 +84,10 @@ class ToyFamily(Family):
         return {"model": "toy", "width": given.get("width") or 8}
 
 
+RELEASED = _released_bytes()
+ToyFamily.pretrained = (Pretrained("toy_w8", "toy_w8.safetensors", "https://example.invalid/toy_w8.safetensors",
+                                   "MIT (a test's toy)", {"model": "toy", "width": 8}, size=len(RELEASED),
+                                   sha256=hashlib.sha256(RELEASED).hexdigest()),)
 registry.register(ToyFamily())
 
 
@@ -103,3 +118,32 @@ def test_the_sample_front_end_serves_the_toy(tmp_path, div2k, capsys):
     assert sorted(p.name for p in (next(out.glob("toy-*")) / "valid").iterdir()) == ["x2", "x3"]
     assert sample_cli.main(["--ckpt_path", str(path), "--scale", "4", "--test_data_dir", str(val)]) == 2
     assert "serves x2, x3, not x4" in capsys.readouterr().err
+
+
+def test_its_released_weights_and_hub_entry_come_from_its_own_declaration(tmp_path, monkeypatch):
+    """The toy's weights entry lives in this file; the model zoo, --ckpt_path NAME and torch.hub serve it with
+    no edit to srkit/ or hubconf.py: fetched through a mirror folder, verified, loaded."""
+    from conftest import ROOT
+    from srkit.weights import zoo
+    mirror = tmp_path / "mirror"
+    mirror.mkdir()
+    (mirror / "toy_w8.safetensors").write_bytes(RELEASED)
+    monkeypatch.setenv(zoo.MIRROR_ENV, str(mirror))
+    monkeypatch.setenv(zoo.WEIGHTS_ENV, str(tmp_path / "cache"))
+    assert "toy_w8" in zoo.manifest()
+    import importlib.util
+    spec = importlib.util.spec_from_file_location("hubconf_toy", ROOT / "hubconf.py")
+    hub = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(hub)
+    assert callable(hub.toy_w8) and "MIT (a test's toy)" in hub.toy_w8.__doc__ and callable(hub.toy)
+    net = torch.hub.load(str(ROOT), "toy_w8", source="local", pretrained=True)
+    assert (tmp_path / "cache" / "toy_w8.safetensors").read_bytes() == RELEASED
+    torch.manual_seed(2)
+    want = ToyNet().state_dict()
+    assert all(torch.equal(v, want[k]) for k, v in net.state_dict().items())
+    from PIL import Image
+    photo = tmp_path / "in.png"
+    Image.fromarray((torch.rand(12, 10, 3) * 255).byte().numpy()).save(photo)
+    out = tmp_path / "out"
+    assert sample_cli.main(["--ckpt_path", "toy_w8", "--input", str(photo), "--sample_dir", str(out), "--scale", "3"]) == 0
+    assert Image.open(next(out.glob("toy_w8-*")) / "upscaled" / "x3" / "in.png").size == (30, 36)

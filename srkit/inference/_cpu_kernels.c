@@ -16,6 +16,7 @@ on a 2-core Xeon (AVX-512), 640x360, alone: a grouped residual block (groups 4, 
   the 256-channel map in a ring of three rows instead of memory.
 - srkit_fuse1x1: a cascade's 1x1 fusion over the buffer's 64-channel blocks, bias and ReLU in the store.
 - srkit_conv3x3: any other dense 3x3 conv from 64 channels to 64 n, + bias (+ ReLU), by rows.
+- srkit_gconv3x3: a grouped 3x3 conv, 4 groups of 16 channels to 16 m outputs each, + bias (+ ReLU), by rows.
 - srkit_wide_body: a wide-activation body, 1x1 (64 -> 64 c1), ReLU, 1x1 (-> at most 64), 3x3 (-> 64), by rows:
   the wide maps never stored.
 
@@ -36,7 +37,7 @@ it does not serve. */
 #include <string.h>
 
 #define MAX3 4        /* most 3x3 convs in one body */
-#define ABI 2         /* bump with any change of the exported functions (srkit/inference/cpu_kernels.py: _ABI) */
+#define ABI 3         /* bump with any change of the exported functions (srkit/inference/cpu_kernels.py: _ABI) */
 
 /* The version of the exported functions' arguments: a library built from older source is not called. */
 int srkit_kernels_abi(void) { return ABI; }
@@ -817,4 +818,63 @@ int srkit_wide_body(const float *x, long xs, float *y, long ys, int H, int W, in
                            .w2 = w2, .b2 = b2, .w3 = w3, .u3 = u3, .b3 = b3,
                            .h0 = (int)((long)H * t / n), .h1 = (int)((long)H * (t + 1) / n)};
     return parallel(run_body, jobs, sizeof(body_t), n);
+}
+
+/* ---- A grouped 3x3 conv, 64 channels in 4 groups of 16, each group to 16 m outputs (stride 1, zero padding 1),
+   + bias, optional ReLU, by rows: a grouped upsampling conv (64 -> 576 at x3, 64 -> 256 at x4's first stage).
+   Per group and row: chunks of 64 outputs, then one of 16, as direct 3x3 convs of 16-channel padded rows. ---- */
+typedef struct {
+    const float *x; long xs; int H, W, per;    /* per: outputs of a group, a multiple of 16 */
+    const float *w, *b;                        /* [4 groups][chunks: [3][3][16][64] ..., then [3][3][16][16]], [64 per/16 * 4 / 4] */
+    int relu; float *y; long ys;
+    int h0, h1;
+} gconv_t;
+
+static void *run_gconv(void *arg) {
+    gconv_t *j = (gconv_t *)arg;
+    const int W = j->W, Wp64 = (W + 5) / 6 * 6, Wp16 = (W + 27) / 28 * 28, wmax = Wp64 > Wp16 ? Wp64 : Wp16;
+    const long xlen = (long)(wmax + 2) * 16;
+    float *xr = alloc_zeroed(sizeof(float) * 4 * 3 * xlen), *out = alloc_zeroed(sizeof(float) * (size_t)wmax * 64);
+    if (!xr || !out) {
+        free(xr); free(out);
+        return FAILED;
+    }
+    int have[3] = {INT32_MIN, INT32_MIN, INT32_MIN};
+    const int full = j->per / 64, rest = (j->per % 64) / 16;
+    const long gw = 9L * 16 * j->per;          /* one group's packed weights */
+    const v16 zero = v_zero();
+    for (int h = j->h0; h < j->h1; h++) {
+        ensure_x_rows(j->x, j->xs, j->H, W, 4, h, xr, xlen, have);
+        for (int g = 0; g < 4; g++) {
+            const float *rows[3];
+            for (int ky = 0; ky < 3; ky++) rows[ky] = xr + (g * 3 + slot_of(h + ky - 1)) * xlen;
+            for (int c = 0; c < full + rest; c++) {
+                const int wide = c < full, n = wide ? 64 : 16, o0 = g * j->per + (wide ? c * 64 : full * 64 + (c - full) * 16);
+                const float *w = j->w + g * gw + (wide ? (long)c * 9 * 16 * 64 : (long)full * 9 * 16 * 64 + (long)(c - full) * 9 * 16 * 16);
+                if (wide) for (int x0 = 0; x0 < Wp64; x0 += 6) conv3_g16m4(rows, w, out, x0);
+                else for (int x0 = 0; x0 < Wp16; x0 += 28) conv3_g16(rows, w, out, x0);
+                for (int m = 0; m < n; m += 16) {
+                    const v16 b = v_loadu(j->b + o0 + m);
+                    for (int x = 0; x < W; x++) {
+                        v16 r = v_add(v_load(out + (long)x * n + m), b);
+                        if (j->relu) r = v_max(r, zero);
+                        v_storeu(j->y + ((long)h * W + x) * j->ys + o0 + m, r);
+                    }
+                }
+            }
+        }
+    }
+    free(xr); free(out);
+    return NULL;
+}
+
+int srkit_gconv3x3(const float *x, long xs, int H, int W, int per, const float *w, const float *b, int relu,
+                   float *y, long ys, int nthreads) {
+    if (H < 1 || W < 1 || per < 16 || per % 16 || !x || !w || !b || !y || xs < 64 || ys < 4L * per) return -1;
+    const int n = clamp_threads(nthreads, H);
+    gconv_t jobs[MAXTHREADS];
+    for (int t = 0; t < n; t++)
+        jobs[t] = (gconv_t){.x = x, .xs = xs, .H = H, .W = W, .per = per, .w = w, .b = b, .relu = relu, .y = y,
+                            .ys = ys, .h0 = (int)((long)H * t / n), .h1 = (int)((long)H * (t + 1) / n)};
+    return parallel(run_gconv, jobs, sizeof(gconv_t), n);
 }

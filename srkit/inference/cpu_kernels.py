@@ -32,7 +32,7 @@ import torch.nn as nn
 _LIB: ctypes.CDLL | None | bool = None  # None: not looked for yet; False: not usable here
 _VARIANT = ""
 _WHY_NOT = ""
-_ABI = 2  # the functions and argument lists below; _cpu_kernels.c's ABI must match
+_ABI = 3  # the functions and argument lists below; _cpu_kernels.c's ABI must match
 VARIANTS = {"avx512": ("_cpu_kernels", ("AVX512", "AMX"), 1), "avx2": ("_cpu_kernels_avx2", ("AVX2", "AVX512", "AMX"), 2)}
 
 
@@ -47,7 +47,8 @@ def _load(path: Path, variant: int) -> ctypes.CDLL:
                        ("srkit_subpixel_tail", [p, long, i, i, i, p, p, p, p, p, p, p, long, long, long, i]),
                        ("srkit_fuse1x1", [p, long, i, long, p, p, p, long, i]),
                        ("srkit_conv3x3", [p, long, i, i, i, p, p, i, p, long, i]),
-                       ("srkit_wide_body", [p, long, p, long, i, i, i, p, p, p, p, p, p, p, i])):
+                       ("srkit_wide_body", [p, long, p, long, i, i, i, p, p, p, p, p, p, p, i]),
+                       ("srkit_gconv3x3", [p, long, i, i, i, p, p, i, p, long, i])):
         getattr(lib, name).argtypes = args
         getattr(lib, name).restype = i
     return lib
@@ -304,22 +305,36 @@ def _plain_3x3(conv: nn.Module) -> bool:
 
 
 class StreamedConv3x3(nn.Module):
-    """A dense 3x3 conv with 64 input channels and 64 n outputs (+ bias, optional ReLU), streamed by rows as
-    Winograd F(4,3): the upsampling convs the x2 tail does not cover (x3, the first x2 stage at x4)."""
+    """A 3x3 conv from 64 channels (+ bias, optional ReLU), streamed by rows: dense to 64 n outputs as Winograd
+    F(4,3), or in 4 groups of 16 channels to 16 m outputs each (direct): the upsampling convs the x2 tail does
+    not cover (x3, the first x2 stage at x4)."""
 
-    def __init__(self, weight: torch.Tensor, bias: torch.Tensor, relu: bool) -> None:
+    def __init__(self, weight: torch.Tensor, bias: torch.Tensor, relu: bool, groups: int = 1) -> None:
         super().__init__()
-        self.out_channels, self.relu = weight.shape[0], relu
-        self.register_buffer("u", torch.cat([winograd_weights(c, 1) for c in weight.split(64)]))
+        self.out_channels, self.relu, self.groups = weight.shape[0], relu, groups
+        if groups == 1:
+            self.register_buffer("u", torch.cat([winograd_weights(c, 1) for c in weight.split(64)]))
+        else:  # [group][64-output chunks, then 16-output chunks][ky][kx][16 in][chunk out]
+            per = weight.shape[0] // 4
+            parts = []
+            for g in range(4):
+                wg = weight[g * per:(g + 1) * per].detach().float()
+                chunks = list(wg[:per // 64 * 64].split(64)) + list(wg[per // 64 * 64:].split(16))
+                parts += [c.permute(2, 3, 1, 0).reshape(-1) for c in chunks if c.shape[0]]
+            self.register_buffer("u", torch.cat(parts).contiguous())
         self.register_buffer("b", bias.detach().float().contiguous())
         self.workspace = None  # set by srkit.inference.fast.prepare_fast
 
     @classmethod
     def from_conv(cls, conv: nn.Module, relu: bool) -> "StreamedConv3x3 | None":
         o, c = conv.weight.shape[:2]
-        if conv.groups != 1 or c != 64 or o % 64 or not _plain_3x3(conv):
+        if not _plain_3x3(conv):
             return None
-        return cls(conv.weight, conv.bias, relu)
+        if conv.groups == 1 and c == 64 and o % 64 == 0:
+            return cls(conv.weight, conv.bias, relu)
+        if conv.groups == 4 and c == 16 and o % 64 == 0 and (o // 4) % 16 == 0:
+            return cls(conv.weight, conv.bias, relu, groups=4)
+        return None
 
     def forward(self, x: torch.Tensor) -> torch.Tensor | None:
         """The conv's output (channels_last), or None when the kernel cannot run here."""
@@ -330,9 +345,15 @@ class StreamedConv3x3(nn.Module):
         n, _, h, w = x.shape
         y = _output((n, self.out_channels, h, w), self.workspace, x)
         for i in range(n):
-            _check(lib.srkit_conv3x3(x[i].data_ptr(), xs, h, w, self.out_channels // 64, self.u.data_ptr(),
-                                     self.b.data_ptr(), int(self.relu), y[i].data_ptr(), y.stride(3),
-                                     torch.get_num_threads()), "srkit_conv3x3")
+            if self.groups == 1:
+                rc = lib.srkit_conv3x3(x[i].data_ptr(), xs, h, w, self.out_channels // 64, self.u.data_ptr(),
+                                       self.b.data_ptr(), int(self.relu), y[i].data_ptr(), y.stride(3),
+                                       torch.get_num_threads())
+            else:
+                rc = lib.srkit_gconv3x3(x[i].data_ptr(), xs, h, w, self.out_channels // 4, self.u.data_ptr(),
+                                        self.b.data_ptr(), int(self.relu), y[i].data_ptr(), y.stride(3),
+                                        torch.get_num_threads())
+            _check(rc, "srkit_conv3x3")
         return y
 
 

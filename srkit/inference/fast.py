@@ -155,13 +155,17 @@ class Workspace:
         st = self._state()
         pool = st.__dict__.setdefault("pool", [])
         need = math.prod(shape)
-        for t in pool:
-            if t.numel() >= need and t.dtype == like.dtype and t.device == like.device and _unshared(t):
-                break
+        free = [t for t in pool if t.dtype == like.dtype and t.device == like.device and _unshared(t)]
+        fits = [t for t in free if t.numel() >= need]
+        if fits:
+            t = min(fits, key=torch.Tensor.numel)
         else:
             t = torch.empty(need, dtype=like.dtype, device=like.device)
-            if len(pool) < POOL_SIZE and _USE_COUNT is not None:
-                pool.append(t)
+            if _USE_COUNT is not None:
+                if len(pool) >= POOL_SIZE and free:  # a smaller free one (from a smaller image) makes room
+                    pool.remove(min(free, key=torch.Tensor.numel))
+                if len(pool) < POOL_SIZE:
+                    pool.append(t)
         flat = t[:need]
         if memory_format == torch.channels_last:  # (N, C, H, W) in NHWC order
             n, c, h, w = shape
@@ -281,14 +285,18 @@ class _ShuffleNHWC(nn.Module):
     def __init__(self, r: int, groups: int) -> None:
         super().__init__()
         self.r, self.groups = r, groups
+        self.workspace: Workspace | None = None  # its output's memory, when prepare_fast gives one
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         n, ch, h, w = x.shape
         r, g = self.r, self.groups
         c = ch // (r * r)
-        y = x.permute(0, 2, 3, 1).reshape(n, h, w, g, r, r, c // g)
-        y = y.permute(0, 1, 4, 2, 5, 3, 6).reshape(n, h * r, w * r, c)
-        return y.permute(0, 3, 1, 2)
+        src = x.permute(0, 2, 3, 1).reshape(n, h, w, g, r, r, c // g).permute(0, 1, 4, 2, 5, 3, 6)
+        if self.workspace is None:
+            return src.reshape(n, h * r, w * r, c).permute(0, 3, 1, 2)
+        out = self.workspace.take((n, c, h * r, w * r), x, memory_format=torch.channels_last)
+        out.permute(0, 2, 3, 1).view(n, h, r, w, r, g, c // g).copy_(src)
+        return out
 
 
 def shuffle_order(channels: int, r: int, groups: int) -> torch.Tensor:
