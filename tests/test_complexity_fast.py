@@ -182,3 +182,56 @@ def test_sub_pixel_exit_equals_exit_of_the_shuffled_map():
     assert ends["up2"] == [SubPixelTail]
     assert ends["up3"] == [FusedConv, _ShuffleNHWC, FusedConv] and not fast.upsample.up3.body[-1].relu
     assert ends["up4"] == [FusedConv, _ShuffleNHWC, SubPixelTail]
+
+
+def test_the_workspace_never_hands_out_memory_a_caller_holds():
+    """The prepared model keeps its large tensors between calls (no fresh pages each time, nothing
+    process-wide), but an output the caller still holds is never overwritten by the next call."""
+    torch.manual_seed(0)
+    net = CARN_M().eval()
+    fast = prepare_fast(net)
+    a, b = torch.rand(1, 3, 14, 18), torch.rand(1, 3, 14, 18)
+    with torch.inference_mode():
+        first = fast(to_fast_input(a), 2)
+        kept = first.clone()
+        second = fast(to_fast_input(b), 2)
+        third = fast(to_fast_input(b), 2)
+    assert torch.equal(first, kept)  # held: untouched by two later calls
+    assert torch.equal(second, third) and (second - net(b, 2)).abs().max().item() <= FAST_PATH_ATOL
+    del first, second, third
+    with torch.inference_mode():
+        fast(to_fast_input(b), 2)
+        held = fast.workspace.held_bytes()
+        for _ in range(3):
+            fast(to_fast_input(b), 2)
+    assert fast.workspace.held_bytes() == held  # outputs dropped: reused, not grown
+
+
+def test_calling_the_api_changes_no_process_wide_allocator_setting(tmp_path, random_carn_m):
+    """The API and the command line run fast without touching the C library's allocator (mallopt) or any
+    other process-wide setting through ctypes: every library the calls load is recorded."""
+    import subprocess
+    import sys
+    probe = f"""
+import ctypes
+looked_up = []
+real = ctypes.CDLL.__getattr__
+def record(self, name):
+    looked_up.append(name)
+    return real(self, name)
+ctypes.CDLL.__getattr__ = record
+import torch
+from srkit.api import load
+up = load({str(random_carn_m)!r}, device="cpu")
+up(torch.rand(1, 3, 20, 24), 2)
+from carn import sample
+sample.main(["--ckpt_path", {str(random_carn_m)!r}, "--input", {str(tmp_path / 'none')!r}, "--sample_dir",
+             {str(tmp_path / 'o')!r}, "--cpu"])
+print("LOOKED_UP", sorted(set(looked_up)))
+"""
+    out = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True, timeout=300)
+    line = next(x for x in out.stdout.splitlines() if x.startswith("LOOKED_UP"))
+    names = eval(line[len("LOOKED_UP "):])
+    assert not {"mallopt", "malloc_trim", "mallinfo", "setenv", "putenv"} & set(names), names
+    ours = [n for n in names if n not in ("dlerror", "dlinfo")]  # torch's own lookups in libdl
+    assert ours and all(n.startswith("srkit_") for n in ours), names  # only the streamed kernels' entry points

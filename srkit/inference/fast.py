@@ -163,7 +163,8 @@ class Workspace:
             t = torch.empty(need, dtype=like.dtype, device=like.device)
             if _USE_COUNT is not None:
                 if len(pool) >= POOL_SIZE and free:  # a smaller free one (from a smaller image) makes room
-                    pool.remove(min(free, key=torch.Tensor.numel))
+                    smallest = min(free, key=torch.Tensor.numel)
+                    del pool[next(i for i, t in enumerate(pool) if t is smallest)]
                 if len(pool) < POOL_SIZE:
                     pool.append(t)
         flat = t[:need]
