@@ -142,6 +142,24 @@ def plain_vs_fast(models: list[str], scales: list[float], runs: int, device: tor
     return rows
 
 
+# ---- --tiles: the API's default tile choice against the whole image ------------------------------------------
+
+def tiles_vs_whole(cells: list[tuple[str, float]], runs: int) -> list[dict]:
+    from srkit.api import Upscaler
+    rows = []
+    for m, s in cells:
+        net, arch = build(m, s)
+        default, whole = Upscaler(net, arch, torch.device("cpu")), Upscaler(net, arch, torch.device("cpu"), tile=0)
+        x = torch.rand(*shape_of(s))
+        tiles = default.predict.tiles(*shape_of(s)[2:], s)
+        t = time_alternating([lambda: default(x, s), lambda: whole(x, s)], runs, torch.device("cpu"))
+        rows.append({"model": m, "scale": s, "tiles": "whole image" if tiles == (0, 0) else f"{tiles[1]}x{tiles[0]}",
+                     "default_ms": t[0] * 1e3, "whole_ms": t[1] * 1e3})
+        print(f"{m:<11} x{s:<5g} tiles {rows[-1]['tiles']:>12}  default {t[0] * 1e3:7.0f} ms  whole {t[1] * 1e3:7.0f} ms"
+              f"  cost {100 * (t[0] / t[1] - 1):+.1f}%", flush=True)
+    return rows
+
+
 # ---- --peers: one process per side --------------------------------------------------------------------------
 
 def _serve(conn, fn) -> None:
@@ -269,6 +287,7 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("--runs", type=int, default=5)
     p.add_argument("--cpu", action="store_true")
     p.add_argument("--peers", action="store_true", help="the project vs ONNX Runtime and OpenVINO (CPU)")
+    p.add_argument("--tiles", action="store_true", help="the API's default tiles vs the whole image (CPU)")
     p.add_argument("--project", choices=["api", "fast"], default="api")
     p.add_argument("--kernels", choices=sorted(KERNEL_ENV), default="auto")
     p.add_argument("--sides", nargs="+", choices=["onnxruntime", "openvino"], default=["onnxruntime", "openvino"])
@@ -276,7 +295,10 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("--label", default="", help="a name for this run in the JSON (e.g. 'API defaults, AVX-512')")
     args = p.parse_args(argv)
     args.scales = [int(s) if float(s).is_integer() else s for s in args.scales]
-    if args.peers:
+    if args.tiles:
+        cells = ALL_CELLS if args.all_cells else [(m, s) for m in args.models for s in args.scales]
+        result = {"kind": "tiles", "label": args.label, "runs": args.runs, "rows": tiles_vs_whole(cells, args.runs)}
+    elif args.peers:
         cases = ALL_CELLS if args.all_cells else [(m, s) for m in args.models for s in args.scales]
         print(f"the project ({args.project}, kernels {args.kernels}) vs {', '.join(args.sides)}, "
               f"{torch.get_num_threads()} threads each, 1280x720 output, median of {args.runs} alternating runs")

@@ -50,8 +50,10 @@ def main(argv: list[str] | None = None) -> None:
                    help="LR sizes: N (N x N) or WxH, e.g. 2048x1536")
     p.add_argument("--scale", type=int, default=4)
     p.add_argument("--settings", nargs="+", default=["default", "plain"], choices=["default", "plain"])
+    p.add_argument("--json", type=Path, default=None, help="also write the rows and the machine here")
     a = p.parse_args(argv)
     rng = np.random.default_rng(0)
+    rows = []
     print(f"{'LR size':>10} {'setting':>24} {'peak RSS':>10} {'seconds':>9} {'Mpx/s':>7}")
     with tempfile.TemporaryDirectory() as d:
         for size in a.sizes:
@@ -63,10 +65,17 @@ def main(argv: list[str] | None = None) -> None:
             for setting in a.settings:
                 res = run_case(a.ckpt_path, image, a.scale, plain=setting == "plain", out=Path(d) / "out")
                 seconds[setting] = res["seconds"]
+                rows.append({"size": f"{w}x{h}", "scale": a.scale, "setting": setting, "peak_gb": res["peak_gb"],
+                             "seconds": res["seconds"]})
                 print(f"{w}x{h:>5} {setting:>24} {res['peak_gb']:>8.2f} GB {res['seconds']:>9.1f} "
                       f"{mpx / res['seconds']:>7.2f}", flush=True)
             if len(seconds) == 2:
                 print(f"{w}x{h:>5} {'default over --plain':>24} {seconds['plain'] / seconds['default']:>19.2f}x")
+                rows[-2]["speedup"] = f"{seconds['plain'] / seconds['default']:.2f}x"
+    if a.json:
+        import bench_inference
+        a.json.parent.mkdir(parents=True, exist_ok=True)
+        a.json.write_text(json.dumps({"rows": rows, "machine": bench_inference.machine()}, indent=2))
 
 
 if __name__ == "__main__":

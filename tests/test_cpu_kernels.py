@@ -160,15 +160,24 @@ def test_streamed_conv3x3_equals_the_conv(relu, groups, out):
 
 
 @needs_kernels
+@pytest.mark.parametrize("separate_first", [False, True], ids=["buffer", "first block apart"])
 @pytest.mark.parametrize("blocks", [1, 2, 3, 4])
-def test_fuse1x1_equals_the_fusion_conv(blocks):
+def test_fuse1x1_equals_the_fusion_conv(blocks, separate_first):
+    """Block 0 from the buffer, or from the cascade's input where it lies (then the buffer's block 0 is never
+    read: it holds garbage here)."""
     torch.manual_seed(2)
     conv = nn.Conv2d(64 * blocks, 64, 1)
     buf = torch.randn(13 * 7, 256)  # 91 pixels: not a whole number of the kernel's 6-pixel blocks
     rows = buf[:, :64 * blocks]
-    with torch.inference_mode():
-        got = fuse1x1(rows, pack_fuse(conv.weight), conv.bias.detach())
     want = torch.relu(rows.double() @ conv.weight.double().view(64, -1).t() + conv.bias.double()).float()
+    first = None
+    if separate_first:
+        first = torch.randn(1, 13, 7, 96)[..., 16:80].permute(0, 3, 1, 2)  # NHWC, pixel stride 96
+        want = torch.relu(torch.cat([first.permute(0, 2, 3, 1).reshape(91, 64), rows[:, 64:]], 1).double()
+                          @ conv.weight.double().view(64, -1).t() + conv.bias.double()).float()
+        buf[:, :64] = float("nan")
+    with torch.inference_mode():
+        got = fuse1x1(rows, pack_fuse(conv.weight), conv.bias.detach(), first=first)
     assert (got - want).abs().max().item() <= FAST_PATH_ATOL
     assert pack_fuse(nn.Conv2d(96, 64, 1).weight) is None and pack_fuse(nn.Conv2d(128, 32, 1).weight) is None
 
@@ -217,7 +226,8 @@ def test_the_c_side_refuses_strides_and_sizes_it_does_not_serve():
     assert bool((y == 7).all())
     assert lib.srkit_resblock(*args(64, 64, 4)) == 0 and not bool((y == 7).any())
     out = torch.zeros(1, 2, 2, 64)
-    assert lib.srkit_fuse1x1(x.data_ptr(), 64, 2, 16, w[0].data_ptr(), b[0].data_ptr(), out.data_ptr(), 64, 1) == -1
+    assert lib.srkit_fuse1x1(x.data_ptr(), 64, None, 0, 2, 16, w[0].data_ptr(), b[0].data_ptr(), out.data_ptr(), 64,
+                             1) == -1
     assert lib.srkit_conv3x3(x.data_ptr(), 64, 4, 4, 2, w[0].data_ptr(), b[0].data_ptr(), 0, out.data_ptr(), 64, 1) == -1
 
 

@@ -1,4 +1,4 @@
-"""scripts/device_check.py, the one command a GPU session runs, cannot rot: CI runs its --cpu mode (the same
+"""scripts/device_check.py, the one command to run on a GPU machine, cannot rot: CI runs its --cpu mode (the same
 code at toy sizes) and checks every section of the report."""
 from __future__ import annotations
 

@@ -86,8 +86,9 @@ BAD_FLAGS = {
 
 
 @pytest.mark.parametrize("case", [*BAD_ARCH, *BAD_FLAGS])
-def test_malformed_metadata_and_bad_flags_are_one_line(case, tmp_path, random_carn_m):
-    """Exit 2, one line naming the file and the field (or the flag), no traceback; as users run it."""
+def test_malformed_metadata_and_bad_flags_are_one_line(case, tmp_path, random_carn_m, capsys):
+    """Exit 2, one line naming the file and the field (or the flag), nothing written; as the front-end runs
+    (in this process: the same code as the command line, tested as a subprocess below)."""
     if case in BAD_ARCH:
         make, message = BAD_ARCH[case]
         ckpt = make(tmp_path / ("bad.safetensors" if case == "deep nesting" else "bad.pth"))
@@ -95,14 +96,31 @@ def test_malformed_metadata_and_bad_flags_are_one_line(case, tmp_path, random_ca
     else:
         extra, message = BAD_FLAGS[case]
         argv = ["--ckpt_path", str(random_carn_m), *extra]
-    r = subprocess.run([sys.executable, str(ROOT / "carn" / "sample.py"), *argv, "--test_data_dir", str(tmp_path),
-                        "--sample_dir", str(tmp_path / "o")], capture_output=True, text=True, env=ENV, timeout=300)
-    errors = [line for line in r.stderr.splitlines() if "error:" in line]
-    assert r.returncode == 2 and "Traceback" not in r.stderr, r.stderr[-2000:]
-    assert len(errors) == 1 and message in errors[0], r.stderr[-2000:]
+    try:
+        rc = sample.main([*argv, "--test_data_dir", str(tmp_path), "--sample_dir", str(tmp_path / "o")])
+    except SystemExit as e:  # argparse: usage and one error line
+        rc = e.code
+    err = capsys.readouterr().err
+    errors = [line for line in err.splitlines() if "error:" in line]
+    assert rc == 2 and "Traceback" not in err, err[-2000:]
+    assert len(errors) == 1 and message in errors[0], err[-2000:]
     if case in BAD_ARCH:
         assert str(ckpt) in errors[0]
     assert not (tmp_path / "o").exists()
+
+
+@pytest.mark.parametrize("case", ["a list", "group as a float", "--max_pixels 0"])
+def test_as_a_command_the_same_is_one_line_and_no_traceback(case, tmp_path, random_carn_m):
+    if case in BAD_ARCH:
+        make, message = BAD_ARCH[case]
+        argv = ["--ckpt_path", str(make(tmp_path / "bad.pth"))]
+    else:
+        extra, message = BAD_FLAGS[case]
+        argv = ["--ckpt_path", str(random_carn_m), *extra]
+    r = subprocess.run([sys.executable, str(ROOT / "carn" / "sample.py"), *argv, "--test_data_dir", str(tmp_path),
+                        "--sample_dir", str(tmp_path / "o")], capture_output=True, text=True, env=ENV, timeout=300)
+    errors = [line for line in r.stderr.splitlines() if "error:" in line]
+    assert r.returncode == 2 and "Traceback" not in r.stderr and len(errors) == 1 and message in errors[0], r.stderr
 
 
 def test_two_checkpoints_into_one_sample_dir_keep_their_own_results(tmp_path, random_carn_m):

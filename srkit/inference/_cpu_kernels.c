@@ -37,7 +37,7 @@ it does not serve. */
 #include <string.h>
 
 #define MAX3 4        /* most 3x3 convs in one body */
-#define ABI 3         /* bump with any change of the exported functions (srkit/inference/cpu_kernels.py: _ABI) */
+#define ABI 4         /* bump with any change of the exported functions (srkit/inference/cpu_kernels.py: _ABI) */
 
 /* The version of the exported functions' arguments: a library built from older source is not called. */
 int srkit_kernels_abi(void) { return ABI; }
@@ -611,9 +611,10 @@ int srkit_subpixel_tail(const float *x, long xs, int H, int W, int G, const floa
 }
 
 /* ---- A cascade's 1x1 fusion: y = relu(W [x_0 .. x_{n-1}] + b) over n 64-channel blocks of the cascade
-   buffer (pixel stride bs), as one pass with bias and ReLU in the store. ---- */
+   buffer (pixel stride bs), as one pass with bias and ReLU in the store. Block 0 (the cascade's input) is read
+   from `first` (pixel stride fs) when given, so that it need not be copied into the buffer. ---- */
 typedef struct {
-    const float *buf; long bs; int nchunks; long p0, p1;
+    const float *buf; long bs; const float *first; long fs; int nchunks; long p0, p1;
     const float *w, *b;             /* [nchunks][64][64] (input-major), [64] */
     float *y; long ys;
 } fuse_t;
@@ -624,20 +625,23 @@ static void *run_fuse(void *arg) {
     float tmp[6 * 64] __attribute__((aligned(64)));
     float pad[6 * 64 * MAX3] __attribute__((aligned(64)));  /* the last, partial block of pixels */
     for (long p0 = j->p0; p0 < j->p1; p0 += 6) {
-        const float *src = j->buf + p0 * j->bs;
-        long stride = j->bs;
+        const float *src = j->buf + p0 * j->bs, *src0 = j->first ? j->first + p0 * j->fs : src;
+        long stride = j->bs, stride0 = j->first ? j->fs : j->bs;
         const int np = j->p1 - p0 < 6 ? (int)(j->p1 - p0) : 6;
         if (np < 6) {
             memset(pad, 0, sizeof(pad));
-            for (int p = 0; p < np; p++)
-                memcpy(pad + p * 64 * j->nchunks, src + p * j->bs, sizeof(float) * 64 * j->nchunks);
-            src = pad;
-            stride = 64 * j->nchunks;
+            for (int p = 0; p < np; p++) {
+                memcpy(pad + p * 64 * j->nchunks, src0 + p * stride0, sizeof(float) * 64);
+                memcpy(pad + p * 64 * j->nchunks + 64, src + p * j->bs + 64, sizeof(float) * 64 * (j->nchunks - 1));
+            }
+            src = src0 = pad;
+            stride = stride0 = 64 * j->nchunks;
         }
 #ifndef SRKIT_AVX2
         __m512 acc[24];
         for (int i = 0; i < 24; i++) acc[i] = zero;
-        for (int c = 0; c < j->nchunks; c++) {
+        ACCUMULATE(6, 4, 64, stride0, src0, j->w, acc)
+        for (int c = 1; c < j->nchunks; c++) {
             const float *s = src + c * 64, *wk = j->w + (long)c * 64 * 64;
             ACCUMULATE(6, 4, 64, stride, s, wk, acc)
         }
@@ -648,7 +652,8 @@ static void *run_fuse(void *arg) {
         for (int m = 0; m < 4; m++) {
             __m256 a[6][2];
             ZERO2(6, a)
-            for (int c = 0; c < j->nchunks; c++)
+            ACC2(6, 64, stride0, 64, src0, j->w + m * 16, a)
+            for (int c = 1; c < j->nchunks; c++)
                 ACC2(6, 64, stride, 64, src + c * 64, j->w + (long)c * 64 * 64 + m * 16, a)
             for (int p = 0; p < 6; p++) {
                 v16 r = {a[p][0], a[p][1]};
@@ -661,17 +666,18 @@ static void *run_fuse(void *arg) {
     return NULL;
 }
 
-int srkit_fuse1x1(const float *buf, long bs, int nchunks, long npix, const float *w, const float *b,
-                  float *y, long ys, int nthreads) {
-    if (nchunks < 1 || nchunks > MAX3 || npix < 1 || !buf || !w || !b || !y || bs < 64L * nchunks || ys < 64)
+int srkit_fuse1x1(const float *buf, long bs, const float *first, long fs, int nchunks, long npix, const float *w,
+                  const float *b, float *y, long ys, int nthreads) {
+    if (nchunks < 1 || nchunks > MAX3 || npix < 1 || !buf || !w || !b || !y || bs < 64L * nchunks || ys < 64 ||
+        (first && fs < 64))
         return -1;
     const int n = clamp_threads(nthreads, (npix + 5) / 6);
     fuse_t jobs[MAXTHREADS];
     const long blocks = (npix + 5) / 6;
     for (int t = 0; t < n; t++) {
         long p0 = blocks * t / n * 6, p1 = blocks * (t + 1) / n * 6;
-        jobs[t] = (fuse_t){.buf = buf, .bs = bs, .nchunks = nchunks, .p0 = p0, .p1 = p1 < npix ? p1 : npix,
-                           .w = w, .b = b, .y = y, .ys = ys};
+        jobs[t] = (fuse_t){.buf = buf, .bs = bs, .first = first, .fs = fs, .nchunks = nchunks, .p0 = p0,
+                           .p1 = p1 < npix ? p1 : npix, .w = w, .b = b, .y = y, .ys = ys};
     }
     return parallel(run_fuse, jobs, sizeof(fuse_t), n);
 }

@@ -17,7 +17,8 @@ Two builds of ``_cpu_kernels.c`` (setup.py, each optional: a failed build only l
 AVX2 + FMA. The best one this CPU runs is loaded with ctypes (which releases the GIL for each call):
 AVX-512 where torch reports AVX512 or AMX, else AVX2. ``SRKIT_CPU_KERNELS=avx512|avx2|off`` chooses instead
 (``avx2`` on an AVX-512 CPU runs the AVX2 build; ``SRKIT_NO_CPU_KERNELS=1`` is ``off``), and
-``SRKIT_CPU_KERNELS_LIB=path`` loads that file (the AddressSanitizer build of scripts/asan_kernels.sh).
+``SRKIT_CPU_KERNELS_LIB=folder`` loads the builds in that folder (scripts/asan_kernels.sh's
+AddressSanitizer builds).
 """
 from __future__ import annotations
 
@@ -32,7 +33,7 @@ import torch.nn as nn
 _LIB: ctypes.CDLL | None | bool = None  # None: not looked for yet; False: not usable here
 _VARIANT = ""
 _WHY_NOT = ""
-_ABI = 3  # the functions and argument lists below; _cpu_kernels.c's ABI must match
+_ABI = 4  # the functions and argument lists below; _cpu_kernels.c's ABI must match
 VARIANTS = {"avx512": ("_cpu_kernels", ("AVX512", "AMX"), 1), "avx2": ("_cpu_kernels_avx2", ("AVX2", "AVX512", "AMX"), 2)}
 
 
@@ -45,7 +46,7 @@ def _load(path: Path, variant: int) -> ctypes.CDLL:
     p, i, long, pp = ctypes.c_void_p, ctypes.c_int, ctypes.c_long, ctypes.POINTER(ctypes.c_void_p)
     for name, args in (("srkit_resblock", [p, long, p, long, i, i, i, i, pp, pp, pp, p, p, i]),
                        ("srkit_subpixel_tail", [p, long, i, i, i, p, p, p, p, p, p, p, long, long, long, i]),
-                       ("srkit_fuse1x1", [p, long, i, long, p, p, p, long, i]),
+                       ("srkit_fuse1x1", [p, long, p, long, i, long, p, p, p, long, i]),
                        ("srkit_conv3x3", [p, long, i, i, i, p, p, i, p, long, i]),
                        ("srkit_wide_body", [p, long, p, long, i, i, i, p, p, p, p, p, p, p, i]),
                        ("srkit_gconv3x3", [p, long, i, i, i, p, p, i, p, long, i])):
@@ -55,7 +56,8 @@ def _load(path: Path, variant: int) -> ctypes.CDLL:
 
 
 def _built(stem: str) -> Path | None:
-    here = Path(__file__).parent
+    """The build ``stem`` in this package's folder, or in ``$SRKIT_CPU_KERNELS_LIB`` (a folder of builds)."""
+    here = Path(os.environ.get("SRKIT_CPU_KERNELS_LIB") or Path(__file__).parent)
     return next((p for p in (here / f"{stem}{s}" for s in importlib.machinery.EXTENSION_SUFFIXES) if p.exists()), None)
 
 
@@ -71,7 +73,7 @@ def _choose() -> tuple[str, Path | None, str]:
     reasons = []
     for name in candidates:
         stem, isas, _ = VARIANTS[name]
-        path = Path(os.environ["SRKIT_CPU_KERNELS_LIB"]) if os.environ.get("SRKIT_CPU_KERNELS_LIB") else _built(stem)
+        path = _built(stem)
         if capability not in isas:
             reasons.append(f"this CPU has no {name.upper()} (torch reports {capability})")
         elif path is None or not path.exists():
@@ -366,19 +368,24 @@ def pack_fuse(weight: torch.Tensor) -> torch.Tensor | None:
     return weight.detach().float().reshape(64, c // 64, 64).permute(1, 2, 0).reshape(-1).contiguous()
 
 
-def fuse1x1(rows: torch.Tensor, packed: torch.Tensor, bias: torch.Tensor,
-            out: torch.Tensor | None = None) -> torch.Tensor | None:
+def fuse1x1(rows: torch.Tensor, packed: torch.Tensor, bias: torch.Tensor, out: torch.Tensor | None = None,
+            first: torch.Tensor | None = None) -> torch.Tensor | None:
     """``relu(rows @ W^T + bias)`` for ``rows`` a [pixels, 64 n] view of the cascade buffer's first n blocks
-    (row stride = the buffer's channels), into ``out`` (a contiguous float32 [pixels, 64]) or a new tensor;
-    None when the kernel cannot run here."""
-    lib = _runnable(rows, packed, bias)
+    (row stride = the buffer's channels), into ``out`` (a contiguous float32 [pixels, 64]) or a new tensor.
+    ``first`` (an NHWC [N, 64, H, W] tensor of the same pixels) stands for the buffer's block 0, which is then
+    never read. None when the kernel cannot run here."""
+    lib = _runnable(rows, packed, bias, *([first] if first is not None else []))
     npix, c = rows.shape
-    if lib is None or rows.stride(1) != 1 or packed.numel() != c * 64:
+    fs = _pixel_stride(first) if first is not None else 0
+    if lib is None or rows.stride(1) != 1 or packed.numel() != c * 64 or fs is None \
+            or (first is not None and (first.shape[1] != 64 or first.numel() != npix * 64
+                                       or (first.shape[0] > 1 and first.stride(0) != first[0, 0].numel() * fs))):
         return None
     ok = out is not None and out.shape == (npix, 64) and out.dtype == torch.float32 and out.is_contiguous()
     y = out if ok else torch.empty(npix, 64, dtype=torch.float32)
-    _check(lib.srkit_fuse1x1(rows.data_ptr(), rows.stride(0), c // 64, npix, packed.data_ptr(), bias.data_ptr(),
-                             y.data_ptr(), 64, torch.get_num_threads()), "srkit_fuse1x1")
+    _check(lib.srkit_fuse1x1(rows.data_ptr(), rows.stride(0), first.data_ptr() if first is not None else None, fs,
+                             c // 64, npix, packed.data_ptr(), bias.data_ptr(), y.data_ptr(), 64,
+                             torch.get_num_threads()), "srkit_fuse1x1")
     return y
 
 

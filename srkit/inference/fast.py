@@ -208,13 +208,14 @@ class CascadeFuse(FusedConv, CascadeRunner):
         self.register_buffer("packed", packed)
         self.workspace: Workspace | None = None  # prepare_fast gives every cascade of a model one workspace
 
-    def on_buffer(self, rows: torch.Tensor) -> torch.Tensor | None:
-        """relu(rows W^T + b) for ``rows`` a [pixels, channels] view of the cascade buffer, by the streamed
-        kernel; None where it cannot run."""
+    def on_buffer(self, rows: torch.Tensor, first: torch.Tensor | None = None) -> torch.Tensor | None:
+        """relu(rows W^T + b) for ``rows`` a [pixels, channels] view of the cascade buffer (``first``: the
+        cascade's input, standing for the buffer's first block), by the streamed kernel; None where it cannot
+        run."""
         if self.packed is None:
             return None
         out = self.workspace.take((rows.shape[0], 64), rows) if self.workspace is not None else None
-        return cpu_kernels.fuse1x1(rows, self.packed, self.bias, out)
+        return cpu_kernels.fuse1x1(rows, self.packed, self.bias, out, first)
 
     @staticmethod
     def run_cascade(x: torch.Tensor, blocks: list, fuses: list["CascadeFuse"]) -> list[torch.Tensor]:
@@ -235,13 +236,20 @@ class CascadeFuse(FusedConv, CascadeRunner):
     def _run(x: torch.Tensor, blocks: list, fuses: list["CascadeFuse"], buf: torch.Tensor) -> list[torch.Tensor]:
         n, c, h, w = x.shape
         rows = buf.view(n * h * w, -1)
-        buf[..., :c].copy_(x.permute(0, 2, 3, 1))
+        # the streamed fusions read the cascade's input where it is; anything else reads it from the buffer
+        first = x if all(f.packed is not None for f in fuses) and cpu_kernels.available() else None
+        if first is None:
+            buf[..., :c].copy_(x.permute(0, 2, 3, 1))
         o, outs = x, []
         for i, (block, fuse) in enumerate(zip(blocks, fuses)):
             dst = buf[..., c * (i + 1):c * (i + 2)].permute(0, 3, 1, 2)
             if not (isinstance(block, FusedResidual) and block.write_into(o, dst)):
                 dst.copy_(block(o))
-            y = fuse.on_buffer(rows[:, :c * (i + 2)])
+            y = fuse.on_buffer(rows[:, :c * (i + 2)], first)
+            if y is None and first is not None:  # declined after all: the buffer gets its first block now
+                buf[..., :c].copy_(x.permute(0, 2, 3, 1))
+                first = None
+                y = fuse.on_buffer(rows[:, :c * (i + 2)])
             if y is not None:
                 o = y.view(n, h, w, -1).permute(0, 3, 1, 2)
             elif i == len(blocks) - 1 and fuse._onednn(x, False):

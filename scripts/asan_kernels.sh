@@ -1,0 +1,20 @@
+#!/usr/bin/env bash
+# The streamed CPU kernels' tests (tests/test_cpu_kernels.py, both builds) under AddressSanitizer: the C
+# library is rebuilt with -fsanitize=address into a temporary folder, loaded through SRKIT_CPU_KERNELS_LIB, and
+# the sanitizer's runtime is preloaded into the (uninstrumented) Python process, since ctypes loads the library
+# after Python starts. Leak checking is off: Python and torch keep memory until exit by design. Any invalid
+# read or write aborts the run with the sanitizer's report.
+#
+#     bash scripts/asan_kernels.sh            # PYTHON=... to use another interpreter
+set -euo pipefail
+cd "$(dirname "$0")/.."
+PY=${PYTHON:-.venv/bin/python}
+CC=${CC:-gcc}
+out=$(mktemp -d)
+trap 'rm -rf "$out"' EXIT
+suffix=$("$PY" -c "import importlib.machinery as m; print(m.EXTENSION_SUFFIXES[0])")
+common=(-O1 -g -fsanitize=address -fno-omit-frame-pointer -shared -fPIC -pthread srkit/inference/_cpu_kernels.c)
+"$CC" -mavx512f -mfma "${common[@]}" -o "$out/_cpu_kernels$suffix"
+"$CC" -mavx2 -mfma -DSRKIT_AVX2 "${common[@]}" -o "$out/_cpu_kernels_avx2$suffix"
+LD_PRELOAD="$("$CC" -print-file-name=libasan.so)" ASAN_OPTIONS=detect_leaks=0:abort_on_error=1 \
+    SRKIT_CPU_KERNELS_LIB="$out" "$PY" -m pytest -q -p no:cacheprovider tests/test_cpu_kernels.py "$@"

@@ -1,0 +1,124 @@
+"""Make docs/performance.md from the measurements under assets/perf/ (no figure is copied by hand).
+
+    python scripts/perf_page.py
+
+Reads the JSON files ``scripts/bench_inference.py --json`` wrote (``peers_*.json``: the project against ONNX
+Runtime and OpenVINO; ``tiles.json``: the default tile choice against the whole image), the memory benchmark's
+``memory.json`` (``scripts/bench_memory.py --json``) and the GPU report of ``scripts/device_check.py``
+(``device_*.md``), and writes the page with the date, CPU model, ISA and library versions of each run.
+Cells where the project trails a peer are named, with the reason given in ``TRAILING`` below.
+"""
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+PERF = ROOT / "assets" / "perf"
+PAGE = ROOT / "docs" / "performance.md"
+
+# Why a cell trails a peer where it does (configuration label prefix, model, scale) -> the reason, measured.
+TRAILING: dict[tuple[str, str, float], str] = {}
+
+
+def _cell(row: dict) -> str:
+    return f"{row['model']} x{row['scale']:g}"
+
+
+def _machine(m: dict) -> str:
+    parts = [m.get("cpu", "CPU"), f"ISA {m.get('isa')}", f"{m.get('threads')} threads", f"torch {m.get('torch')}",
+             f"ONNX Runtime {m.get('onnxruntime', '-')}", f"OpenVINO {m.get('openvino', '-')}",
+             f"streamed kernels: {m.get('kernels')}"]
+    return f"{m.get('date', '')[:10]}, " + ", ".join(parts)
+
+
+def peers_tables(runs: list[dict]) -> list[str]:
+    out = []
+    api = [r for r in runs if r.get("project") == "api" and r.get("kernels") == "auto"]
+    if api:
+        sides = [s for s in ("onnxruntime", "openvino") if f"{s}_ms" in api[0]["rows"][0]]
+        out += ["## The API with its defaults against ONNX Runtime and OpenVINO", "",
+                "`python scripts/bench_inference.py --peers --all_cells --project api --json ...`: `srkit.api`'s "
+                "`Upscaler` with its defaults on a tensor (tiles chosen per image, the fast path, the streamed "
+                "kernels this CPU runs) against ONNX Runtime's CPU provider and OpenVINO (float32) on the project's "
+                "own ONNX export of the same weights. 1280x720 output, every side in its own process with the same "
+                "threads, the sides taking turns; median of 3 per run. The ratio is the peer's time over the "
+                "project's (above 1: the project is faster).", "",
+                "| model | scale | project ms | " + " | ".join(f"{s} ms" for s in sides) + " | " +
+                " | ".join(f"vs {s}, run " + ", ".join(str(i + 1) for i in range(len(api))) for s in sides) + " |",
+                "|---|---|---|" + "---|" * len(sides) * 2]
+        for i, row in enumerate(api[0]["rows"]):
+            ratios = [" / ".join(f"{r['rows'][i][f'project_vs_{s}']:.2f}x" for r in api) for s in sides]
+            out.append(f"| {row['model']} | x{row['scale']:g} | {row['project_ms']:.0f} | " +
+                       " | ".join(f"{row[f'{s}_ms']:.0f}" for s in sides) + " | " + " | ".join(ratios) + " |")
+        worst = {s: min(r["rows"][i][f"project_vs_{s}"] for r in api for i in range(len(r["rows"]))) for s in sides}
+        out += ["", "Lowest ratio over every cell and run: " + ", ".join(f"{s} {v:.2f}x" for s, v in worst.items())
+                + ". Largest output difference from a peer: "
+                + f"{max(row[f'{s}_diff'] for r in api for row in r['rows'] for s in sides):.1e}.", "",
+                "Machines: " + "; ".join(f"run {i + 1}: {_machine(r['machine'])}" for i, r in enumerate(api)), ""]
+    others = [r for r in runs if not (r.get("project") == "api" and r.get("kernels") == "auto")]
+    for r in others:
+        sides = [s for s in ("onnxruntime", "openvino") if f"{s}_ms" in r["rows"][0]]
+        out += [f"## {r['label']}", "", f"Kernels `{r['kernels']}`, project `{r['project']}`; "
+                f"{_machine(r['machine'])}.", "",
+                "| model | scale | project ms | " + " | ".join(f"{s} ms | vs {s}" for s in sides) + " |",
+                "|---|---|---|" + "---|---|" * len(sides)]
+        trailing = []
+        for row in r["rows"]:
+            out.append(f"| {row['model']} | x{row['scale']:g} | {row['project_ms']:.0f} | " + " | ".join(
+                f"{row[f'{s}_ms']:.0f} | {row[f'project_vs_{s}']:.2f}x" for s in sides) + " |")
+            for s in sides:
+                if row[f"project_vs_{s}"] < 1:
+                    why = next((v for (label, m, sc), v in TRAILING.items()
+                                if r["label"].startswith(label) and m == row["model"] and sc == row["scale"]), None)
+                    trailing.append(f"- {_cell(row)} trails {s} ({row[f'project_vs_{s}']:.2f}x)" +
+                                    (f": {why}" if why else ""))
+        out += ["", *(["Where the project trails:", "", *trailing] if trailing else
+                      ["The project leads every peer in every cell of this run."]), ""]
+    return out
+
+
+def tiles_table(t: dict) -> list[str]:
+    out = ["## The default tiles against the whole image", "",
+           "`python scripts/bench_inference.py --tiles --all_cells --json ...`: the API's default tile choice "
+           "against `tile=0` (the whole image) in one process, taking turns; 1280x720 output, median of "
+           f"{t['runs']}. {_machine(t['machine'])}.", "",
+           "| model | scale | tiles chosen | default ms | whole image ms | cost |", "|---|---|---|---|---|---|"]
+    for row in t["rows"]:
+        out.append(f"| {row['model']} | x{row['scale']:g} | {row['tiles']} | {row['default_ms']:.0f} | "
+                   f"{row['whole_ms']:.0f} | {100 * (row['default_ms'] / row['whole_ms'] - 1):+.1f}% |")
+    return out + [""]
+
+
+def memory_table(m: dict) -> list[str]:
+    out = ["## Memory, flat in the image size", "",
+           "`python scripts/bench_memory.py --json ...`: `carn/sample.py --input` on one random LR image, each "
+           "case in a fresh process; peak resident memory (everything the process holds) and wall time. "
+           f"{_machine(m['machine'])}.", "",
+           "| LR size | scale | setting | peak RSS | seconds | default over --plain |", "|---|---|---|---|---|---|"]
+    for row in m["rows"]:
+        out.append(f"| {row['size']} | x{row['scale']} | {row['setting']} | {row['peak_gb']:.2f} GB | "
+                   f"{row['seconds']:.1f} | {row.get('speedup', '')} |")
+    return out + [""]
+
+
+def main() -> None:
+    runs = [json.loads(p.read_text()) for p in sorted(PERF.glob("peers_*.json"))]
+    runs.sort(key=lambda r: (r.get("project") != "api" or r.get("kernels") != "auto", r.get("label", "")))
+    lines = ["# Performance", "", "Made by `scripts/perf_page.py` from the measurements in `assets/perf/`; do not "
+             "edit by hand. How the fast path gets there: [fast-path.md](fast-path.md).", ""]
+    lines += peers_tables(runs)
+    if (PERF / "tiles.json").is_file():
+        lines += tiles_table(json.loads((PERF / "tiles.json").read_text()))
+    if (PERF / "memory.json").is_file():
+        lines += memory_table(json.loads((PERF / "memory.json").read_text()))
+    for report in sorted(PERF.glob("device_*.md")):
+        body = report.read_text().strip().splitlines()
+        lines += ["## GPU", "", f"`scripts/device_check.py` on {body[0].removeprefix('# Device check: ')} "
+                  f"({report.name}):", "", *["#" + x if x.startswith("## ") else x for x in body[1:]], ""]
+    PAGE.write_text("\n".join(lines).rstrip() + "\n")
+    print(f"wrote {PAGE}")
+
+
+if __name__ == "__main__":
+    main()
