@@ -7,13 +7,15 @@ filename order).
 Input: ``DIV2K_train_HR/0001.png`` and ``DIV2K_train_LR_bicubic/X<s>/0001x<s>.png``. A missing X<s> folder is
 generated from HR with the MATLAB-compatible bicubic imresize (HR cropped to a multiple of s). Counts, names
 and sizes are checked (a clear error names the file). The file is written under a temporary name and
-renamed at the end, so an interrupted run never leaves a half-written h5 under the final name.
+renamed at the end, so an interrupted run never leaves a half-written h5 under the final name. An existing
+--out built from the same files (names, sizes, modification times) is kept; one built from other files is
+refused unless --overwrite.
 (The OverNet authors' div2h5.py stored BGR via cv2; this stores RGB, as both models are trained on.)
 """
 from __future__ import annotations
 
 import argparse
-import os
+import hashlib
 import sys
 from pathlib import Path
 
@@ -21,6 +23,7 @@ import h5py
 from PIL import Image
 from tqdm import tqdm
 
+from srkit.core.atomic import atomic_write
 from srkit.data.benchmark import crop_to_scale, make_lr
 from srkit.data.toy import make_toy_div2k
 from srkit.data.imageio import ImageError, read_rgb8
@@ -53,24 +56,49 @@ def check_lr_folder(lr_dir: Path, hrs: list[Path], s: int) -> None:
                                 + (f"; missing {missing[:3]}" if missing else "") + (f"; unexpected {extra[:3]}" if extra else ""))
 
 
-def build_h5(div2k: Path, out: Path, scales: tuple[int, ...] = SCALES) -> dict:
+def inputs_digest(hrs: list[Path], lr_files: list[Path], scales: tuple[int, ...]) -> str:
+    """What an h5 was built from: the scales and each input file's name, size and modification time."""
+    h = hashlib.sha256(repr(tuple(scales)).encode())
+    for p in [*hrs, *lr_files]:
+        st = p.stat()
+        h.update(f"{p.parent.name}/{p.name}\0{st.st_size}\0{st.st_mtime_ns}\n".encode())
+    return h.hexdigest()
+
+
+def _existing_digest(out: Path) -> str | None:
+    try:
+        with h5py.File(out, "r") as f:
+            return str(f.attrs.get("inputs_sha256", ""))
+    except OSError:
+        return None
+
+
+def build_h5(div2k: Path, out: Path, scales: tuple[int, ...] = SCALES, overwrite: bool = False) -> dict:
+    """Write ``out`` (see the module docstring); the result says how many images, which LR scales were
+    generated, which files were skipped or converted, and whether an up-to-date ``out`` was ``kept``."""
     hr_dir, lr_dir = div2k / "DIV2K_train_HR", div2k / "DIV2K_train_LR_bicubic"
     hrs, skipped = _list_hr(hr_dir)
     generate = {s: not (lr_dir / f"X{s}").is_dir() for s in scales}
     for s in scales:
         if not generate[s]:
             check_lr_folder(lr_dir, hrs, s)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    tmp = out.with_name(out.name + ".partial")
-    gray: list[str] = []
-    try:
+    digest = inputs_digest(hrs, [_lr_path(lr_dir, h, s) for s in scales if not generate[s] for h in hrs], scales)
+    info = {"images": len(hrs), "generated": [s for s in scales if generate[s]], "skipped": skipped,
+            "grayscale": [], "kept": False}
+    if out.exists() and not overwrite:
+        if _existing_digest(out) == digest:
+            return {**info, "kept": True}
+        raise FileExistsError(f"{out}: exists and was not built from these files; pass --overwrite to replace "
+                              f"it, or choose another --out")
+
+    def write(tmp: Path) -> None:
         with h5py.File(tmp, "w") as f:
             groups = {"HR": f.create_group("HR"), **{s: f.create_group(f"X{s}") for s in scales}}
             for i, hr_path in enumerate(tqdm(hrs, desc="div2h5", unit="img")):
                 hr = read_rgb8(hr_path)
                 with Image.open(hr_path) as im:  # the header only: read_rgb8 replicated a grayscale image
                     if im.mode == "L":
-                        gray.append(hr_path.name)
+                        info["grayscale"].append(hr_path.name)
                 groups["HR"].create_dataset(str(i), data=hr)
                 for s in scales:
                     if generate[s]:
@@ -84,31 +112,32 @@ def build_h5(div2k: Path, out: Path, scales: tuple[int, ...] = SCALES) -> dict:
             f.attrs["names"] = [p.stem for p in hrs]
             f.attrs["scales"] = list(scales)
             f.attrs["channels"] = "RGB"
-        os.replace(tmp, out)
-    except BaseException:
-        if tmp.exists():
-            tmp.unlink()
-        raise
-    return {"images": len(hrs), "generated": [s for s in scales if generate[s]], "skipped": skipped,
-            "grayscale": gray}
+            f.attrs["inputs_sha256"] = digest
+
+    atomic_write(out, write)
+    return info
 
 
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--div2k", type=Path, default=Path("datasets/DIV2K"), help="folder holding DIV2K_train_HR/")
     p.add_argument("--out", type=Path, default=Path("datasets/DIV2K_train.h5"))
+    p.add_argument("--overwrite", action="store_true", help="replace an --out built from other files")
     p.add_argument("--toy", type=int, default=0, metavar="N",
                    help="first make N training images (and a valid/ folder beside --div2k) from the photographs "
                         "shipped with scikit-image: a toy set for a quick run")
     args = p.parse_args(argv)
-    if args.toy:
-        _, val = make_toy_div2k(args.div2k.parent, count=args.toy)
-        print(f"made {args.toy} toy training images in {args.div2k} and a validation folder {val}")
     try:
-        info = build_h5(args.div2k, args.out)
-    except (FileNotFoundError, ImageError) as e:
+        if args.toy:
+            _, val = make_toy_div2k(args.div2k.parent, count=args.toy)
+            print(f"toy set: {args.toy} training images in {args.div2k}, a validation folder {val}")
+        info = build_h5(args.div2k, args.out, overwrite=args.overwrite)
+    except (FileNotFoundError, FileExistsError, ImageError) as e:
         print(f"error: {e}", file=sys.stderr)
         return 1
+    if info["kept"]:
+        print(f"{args.out} is up to date ({info['images']} images): kept")
+        return 0
     print(f"wrote {args.out}: {info['images']} images" + (f", generated LR x{info['generated']}" if info["generated"] else ""))
     if info["skipped"]:
         print(f"skipped {len(info['skipped'])} file(s) in DIV2K_train_HR that are not PNG: "

@@ -34,7 +34,6 @@ import tempfile
 import time
 from pathlib import Path
 
-import numpy as np
 import torch
 
 from bench_inference import build, sync, time_alternating  # scripts/ is this script's own folder

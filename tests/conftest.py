@@ -166,8 +166,9 @@ def random_carn_m(tmp_path_factory) -> Path:
 
 
 def train_argv(h5: Path, val: Path, run_dir: Path, steps: int, extra: Sequence[str] = (), name: str = "run",
-               batch: int = 4, patch: int = 16) -> list[str]:
-    """The flags of a small CPU training run into ``run_dir/name`` (loader in this process)."""
+               batch: int = 4, patch: int = 16, workers: int = 0, cpu: bool = True) -> list[str]:
+    """The flags of a small training run into ``run_dir/name`` (``workers`` 0: the loader in this process;
+    ``cpu`` False: the run takes the default device). Flags in ``extra`` come last and win."""
     return ["--ckpt_name", name, "--ckpt_dir", str(run_dir), "--train_data_path", str(h5), "--valid_data_path",
             str(val), "--patch_size", str(patch), "--batch_size", str(batch), "--max_steps", str(steps),
-            "--print_interval", str(steps), "--workers", "0", "--cpu", *extra]
+            "--print_interval", str(steps), "--workers", str(workers), *(["--cpu"] if cpu else []), *extra]

@@ -4,12 +4,11 @@ named, the offline message, Urban100 x2/x3 built from the full-resolution x4 HR.
 command: the released CARN-M and Set5 fetched from a mirror folder, and the table printed."""
 from __future__ import annotations
 
+import dataclasses
 import hashlib
-import http.server
 import io
 import json
 import shutil
-import threading
 
 import numpy as np
 import pytest
@@ -20,7 +19,7 @@ from srkit.weights import zoo
 from srkit.data.benchmark import find_pairs, load_pair
 from srkit.data.imresize import imresize
 from srkit.core.tolerances import PSNR_REPRO_DB
-from conftest import run_dir
+from conftest import run_dir, serve_files
 
 
 def _png(arr: np.ndarray) -> bytes:
@@ -47,42 +46,22 @@ def _mini_release() -> dict[str, bytes]:
     return files
 
 
-class _Handler(http.server.BaseHTTPRequestHandler):
-    files: dict[str, bytes] = {}
-    tampered: set[str] = set()
-    requests: list[str] = []
-
-    def do_GET(self):  # noqa: N802
-        path = self.path.lstrip("/")
-        type(self).requests.append(path)
-        data = self.files.get(path)
-        if data is None:
-            self.send_error(404)
-            return
-        if path in self.tampered:
-            data = data[:-1] + bytes([data[-1] ^ 1])
-        self.send_response(200)
-        self.send_header("Content-Length", str(len(data)))
-        self.end_headers()
-        self.wfile.write(data)
-
-    def log_message(self, *a):
-        pass
+@dataclasses.dataclass
+class _Release:
+    files: dict[str, bytes]  # what the release holds (the hashes in its listing)
+    served: dict[str, bytes]  # what the server sends: a test may tamper with it
+    requests: list[str]
 
 
 @pytest.fixture
 def release(monkeypatch):
     files = _mini_release()
-    _Handler.files, _Handler.tampered, _Handler.requests = files, set(), []
-    srv = http.server.ThreadingHTTPServer(("127.0.0.1", 0), _Handler)
-    threading.Thread(target=srv.serve_forever, daemon=True).start()
-    meta = {"raw_url_prefix": f"http://127.0.0.1:{srv.server_address[1]}/",
-            "files": {p: [len(d), _blob(d)] for p, d in files.items()}}
-    monkeypatch.setattr(bd, "release", lambda: meta)
-    monkeypatch.delenv(zoo.MIRROR_ENV, raising=False)
-    yield files
-    srv.shutdown()
-    srv.server_close()
+    rel = _Release(files, dict(files), [])
+    with serve_files(rel.served, rel.requests) as url:
+        meta = {"raw_url_prefix": f"{url}/", "files": {p: [len(d), _blob(d)] for p, d in files.items()}}
+        monkeypatch.setattr(bd, "release", lambda: meta)
+        monkeypatch.delenv(zoo.MIRROR_ENV, raising=False)
+        yield rel
 
 
 def test_fetch_lays_out_verified_pairs_and_does_not_refetch(release, tmp_path):
@@ -91,22 +70,24 @@ def test_fetch_lays_out_verified_pairs_and_does_not_refetch(release, tmp_path):
         pairs, layout = find_pairs(folder, s)
         assert layout == "a" and len(pairs) == 2
         assert (folder / f"x{s}" / f"img_001_SRF_{s}_HR.png").read_bytes() == \
-            release[f"data/Set5/image_SRF_{s}/img_001_SRF_{s}_HR.png"]
-    n = len(_Handler.requests)
+            release.files[f"data/Set5/image_SRF_{s}/img_001_SRF_{s}_HR.png"]
+    n = len(release.requests)
     bd.fetch_set("Set5", tmp_path, progress=False)
-    assert len(_Handler.requests) == n  # every file already there and intact
+    assert len(release.requests) == n  # every file already there and intact
 
 
 def test_a_tampered_file_is_refused_and_named_and_the_rest_resumes(release, tmp_path):
     bad = "data/Set5/image_SRF_3/img_002_SRF_3_LR.png"
-    _Handler.tampered = {bad}
+    data = release.files[bad]
+    release.served[bad] = data[:-1] + bytes([data[-1] ^ 1])
     with pytest.raises(zoo.DownloadError, match="1 of 12 files failed.*img_002_SRF_3_LR.png.*git_blob_sha1"):
         bd.fetch_set("Set5", tmp_path, progress=False)
     assert not (tmp_path / "Set5" / "x3" / "img_002_SRF_3_LR.png").exists()
     assert not list(tmp_path.rglob("*.part"))
-    _Handler.tampered, _Handler.requests = set(), []
+    release.served[bad] = release.files[bad]
+    release.requests.clear()
     bd.fetch_set("Set5", tmp_path, progress=False)  # resume: only the missing file is fetched
-    assert _Handler.requests == [bad]
+    assert release.requests == [bad]
 
 
 def test_offline_says_what_to_put_where(release, tmp_path, monkeypatch):
@@ -115,11 +96,12 @@ def test_offline_says_what_to_put_where(release, tmp_path, monkeypatch):
     with pytest.raises(zoo.DownloadError, match=r"put the release's data/Set5/image_SRF_<s>/ files into "
                                                 rf"{tmp_path / 'Set5'}/x<s>/"):
         bd.fetch_set("Set5", tmp_path, timeout=2, progress=False)
+    assert not (tmp_path / "Set5").exists()  # no empty x<s>/ folders left: the next run fetches again
 
 
 def test_urban100_is_built_from_the_full_resolution_x4_hr(release, tmp_path):
     folder = bd.fetch_set("Urban100", tmp_path, progress=False)
-    assert not any("image_SRF_2" in r for r in _Handler.requests)  # the downscaled x2 HR is never used
+    assert not any("image_SRF_2" in r for r in release.requests)  # the downscaled x2 HR is never used
     x4_hr = np.asarray(Image.open(folder / "x4" / "img_001_SRF_4_HR.png"))
     for s in (2, 3):
         pairs, _ = find_pairs(folder, s)

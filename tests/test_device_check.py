@@ -6,10 +6,13 @@ import re
 import subprocess
 import sys
 
+import pytest
+
 from conftest import ROOT, SHARED
 from srkit.core.tolerances import CUDA_FP32_ATOL, HALF_PSNR_DB, PSNR_REPRO_DB
 
 
+@pytest.mark.slow
 def test_device_check_cpu_mode_reports_every_section(tmp_path):
     out = tmp_path / "report.md"
     r = subprocess.run([sys.executable, str(ROOT / "scripts" / "device_check.py"), "--cpu", "--out", str(out)],

@@ -3,8 +3,9 @@ forward at every served scale vs the authors' outputs, fast path vs plain, tilin
 export, the complexity row, a short train + exact resume.
 
 A family's reference configurations (``Family.examples``) parametrise the tests. Another test module can run
-this suite for its own family: register it, set ``FAMILIES = [name]`` and ``reference_io``, and
-``from test_families import *`` (tests/test_toy_family.py does).
+this suite for its own family: set ``FAMILY_OBJECTS = [family]`` (or ``FAMILIES = [name]`` for a registered
+one) and ``reference_io``, register it while its tests run, and ``from test_families import *``
+(tests/test_toy_family.py does).
 """
 from __future__ import annotations
 
@@ -13,7 +14,7 @@ import csv
 import pytest
 import torch
 
-from conftest import SHARED, io_atol
+from conftest import SHARED, io_atol, train_argv
 from srkit.core import registry
 from srkit.cli import train as train_cli
 from srkit.core.complexity import multadds_1280x720, table
@@ -40,8 +41,8 @@ def reference_io(example: str) -> dict | None:
 
 
 def pytest_generate_tests(metafunc):
-    names = getattr(metafunc.module, "FAMILIES", FAMILIES)
-    fams = [registry.get(n) for n in names]
+    fams = getattr(metafunc.module, "FAMILY_OBJECTS", None) or \
+        [registry.get(n) for n in getattr(metafunc.module, "FAMILIES", FAMILIES)]
     if "example" in metafunc.fixturenames:
         pairs = [(f, ex) for f in fams for ex in f.examples]
         metafunc.parametrize("fam,example", pairs, ids=[f"{f.name}-{ex.name}" for f, ex in pairs])
@@ -106,6 +107,7 @@ def test_tiled_forward_equals_whole_image(fam, example, device):
             assert (tiled - whole).abs().max().item() <= TILING_ATOL, s
 
 
+@pytest.mark.slow
 def test_onnx_export_matches_pytorch(fam, tmp_path):
     example = fam.examples[-1]
     s = example.scales[-1]
@@ -132,9 +134,8 @@ def _train_argv(fam, example, h5, val, run_dir, steps, extra=()):
             flags += [f"--{f.name}"] if v else []
         elif v is not None:
             flags += [f"--{f.name}", str(v)]
-    return [*flags, "--scale", str(fam.train_scales[0]), "--ckpt_name", "run", "--ckpt_dir", str(run_dir),
-            "--train_data_path", str(h5), "--valid_data_path", str(val), "--patch_size", "16", "--batch_size", "2",
-            "--max_steps", str(steps), "--print_interval", "2", "--workers", "0", "--lr", "1e-3", *extra]
+    return train_argv(h5, val, run_dir, steps, [*flags, "--scale", str(fam.train_scales[0]), "--print_interval", "2",
+                                                "--lr", "1e-3", *extra], batch=2, cpu=False)
 
 
 def test_train_then_resume_exactly(fam, div2k, tmp_path, device):

@@ -50,6 +50,7 @@ def bomb_png(side: int = 30000) -> bytes:
         chunk(b"IEND", b"")
 
 
+@pytest.mark.slow
 def test_a_bomb_between_two_photos_through_both_paths(tmp_path, model):
     """Acceptance 1: both photos done, the bomb named in one line, no traceback, exit status 1."""
     d = tmp_path / "in"

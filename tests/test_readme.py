@@ -68,8 +68,11 @@ def test_the_first_five_commands_run_as_written(tmp_path):
     for entry in ROOT.iterdir():
         if entry.name not in ("datasets", "checkpoint", "sample", ".git"):
             (work / entry.name).symlink_to(entry)
-    for folder in ("datasets", "checkpoint"):
+    for folder in ("datasets", "checkpoint"):  # what a clone holds there: the tracked files, no data
         (work / folder).mkdir()
+        for tracked in subprocess.run(["git", "ls-files", folder], cwd=ROOT, capture_output=True, text=True,
+                                      check=True).stdout.split():
+            (work / tracked).symlink_to(ROOT / tracked)
     mirror = _mirror(tmp_path)
     for cmd in cmds[1:]:
         r = subprocess.run(cmd, shell=True, cwd=work, env=_env(tmp_path, mirror), capture_output=True, text=True,

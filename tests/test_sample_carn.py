@@ -23,6 +23,7 @@ def _reference_rows() -> list[dict]:
     return list(csv.DictReader(line for line in text if not line.startswith("#")))
 
 
+@pytest.mark.slow
 def test_released_carn_m_reproduces_official_scores(tmp_path, carn_m_released, benchmark_dir):
     out = tmp_path / "sample"
     cmd = [sys.executable, str(ROOT / "carn" / "sample.py"), "--model", "carn_m", "--ckpt_path", str(carn_m_released),
@@ -42,6 +43,8 @@ def test_released_carn_m_reproduces_official_scores(tmp_path, carn_m_released, b
         assert abs(got[key]["ssim"] - float(row["ssim"])) <= SSIM_REPRO, (key, got[key]["ssim"], row["ssim"])
         checked += 1
     assert checked == 6
+    run = json.loads((run_dir(out) / "summary.json").read_text())["runs"][-1]  # as typed, from the repository root
+    assert run["command"].startswith("carn/sample.py --model carn_m --ckpt_path ")
     # the metrics are computed on exactly the PNGs written
     sr_png = run_dir(out) / "Set5" / "x4" / "SR" / "img_001_SRF_4_SR.png"
     hr_png = run_dir(out) / "Set5" / "x4" / "HR" / "img_001_SRF_4_HR.png"
@@ -136,6 +139,7 @@ def test_half_precision_is_opt_in_and_close(tmp_path, carn_m_released, benchmark
     assert "half precision runs on the fast path; drop --plain" in capsys.readouterr().err
 
 
+@pytest.mark.slow
 def test_self_ensemble_through_the_cli_beats_the_single_pass(tmp_path, carn_m_released, benchmark_dir):
     """--self_ensemble on the released CARN-M: every Set5 x4 image scores at least as well as one pass, and the
     mean gains (the x8 geometric ensemble of the EDSR/CARN papers)."""

@@ -38,6 +38,7 @@ def _independent_scores(net, folder, scale) -> list[float]:
     return out
 
 
+@pytest.mark.slow
 def test_sample_scores_equal_an_independent_computation(tmp_path, benchmark_dir):
     ck = _ckpt(tmp_path, "overnet_x4")
     net, _ = load_model(str(ck))
@@ -95,3 +96,18 @@ def test_real_scale_output_size():
     net = OverNet(upscale=4).eval()
     with torch.no_grad():
         assert net(torch.rand(1, 3, 23, 29), 3.7).shape == (1, 3, 85, 107)
+
+
+def test_the_deterministic_bicubic_gradient_equals_pytorchs(device):
+    """Training on CUDA takes the bicubic resize's gradient as matrix products (CUDA's own backward adds with
+    atomics: two runs differ in rounding, and a resumed run would not be bit-exact). It is the same gradient."""
+    from srkit.core.resize import _DeterministicBicubic, bicubic_resize
+    for hw, out, f in (((7, 9), (21, 27), 3.0), ((6, 5), (15, 13), 2.5), ((5, 7), (8, 11), 5 / 3)):
+        x = torch.rand(2, 3, *hw, dtype=torch.float64, device=device, requires_grad=True)
+        g = torch.rand(2, 3, *out, dtype=torch.float64, device=device)
+        torch._C._nn.upsample_bicubic2d(x, list(out), False, f, f).backward(g)
+        native, x.grad = x.grad.clone(), None
+        y = _DeterministicBicubic.apply(x, out, f)
+        y.backward(g)
+        assert torch.equal(y, bicubic_resize(x.detach(), out, f))  # the forward is PyTorch's
+        assert (x.grad - native).abs().max().item() <= 1e-12

@@ -152,6 +152,7 @@ def test_every_command_in_the_docs_exists():
             assert (ROOT / cmd[0]).is_file(), cmd
 
 
+@pytest.mark.slow
 def test_the_python_script_front_ends_answer_help():
     """The paper packages' scripts and the top-level tools, as users run them (a process each: few)."""
     for script in ["carn/sample.py", "carn/train.py", "overnet/sample.py", "overnet/train.py", "div2h5.py",

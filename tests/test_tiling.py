@@ -2,6 +2,7 @@
 and the x8 self-ensemble is exact for an equivariant function."""
 from __future__ import annotations
 
+import pytest
 import torch
 
 from carn import CARN_M
@@ -13,6 +14,7 @@ from srkit.inference.tiling import forward_tiled, self_ensemble
 from srkit.core.tolerances import TILING_ATOL
 
 
+@pytest.mark.slow
 @torch.inference_mode()
 def test_carn_m_tiled_matches_whole_on_set14_x2(carn_m_released, benchmark_dir, device):
     net = CARN_M().eval()

@@ -11,6 +11,7 @@ from typing import Any, Mapping
 import hashlib
 import json
 
+import pytest
 import torch
 import torch.nn as nn
 import torch.nn.functional as F
@@ -19,7 +20,7 @@ from srkit.core import registry
 from srkit.cli import sample as sample_cli
 from srkit.core.layers import FastPath, Fusion, MeanShift, pixel_shuffle_stages
 from srkit.core.registry import ArchFlag, Example, Family, Pretrained, Recipe
-from test_families import *  # noqa: F401,F403 - the same checks, run for the families named in FAMILIES
+from test_families import *  # noqa: F401,F403 - the same checks, run for FAMILY_OBJECTS
 
 FAMILIES = ["toy"]
 SCALES = (2, 3)
@@ -88,7 +89,16 @@ RELEASED = _released_bytes()
 ToyFamily.pretrained = (Pretrained("toy_w8", "toy_w8.safetensors", "https://example.invalid/toy_w8.safetensors",
                                    "MIT (a test's toy)", {"model": "toy", "width": 8}, size=len(RELEASED),
                                    sha256=hashlib.sha256(RELEASED).hexdigest()),)
-registry.register(ToyFamily())
+TOY = ToyFamily()
+FAMILY_OBJECTS = [TOY]  # test_families' parametrisation takes these: the family is registered only while this
+                        # file's tests run, so no other test sees it
+
+
+@pytest.fixture(autouse=True, scope="module")
+def _toy_registered():
+    registry.register(TOY)
+    yield
+    registry.unregister(TOY.name)
 
 
 def _reference_forward(sd: dict, x: torch.Tensor, s: int) -> torch.Tensor:

@@ -12,10 +12,11 @@ import h5py
 import numpy as np
 import pytest
 import torch
+from PIL import Image
 
 import div2h5
 from carn import train as carn_train
-from conftest import ROOT
+from conftest import ROOT, train_argv
 from srkit.core import registry
 from srkit.weights.load import load_model
 from srkit.cli.train import run
@@ -24,9 +25,8 @@ from srkit.training.trainer import TrainingError
 
 
 def _args(h5, val, run_dir, name, steps, extra=()):
-    return ["--ckpt_name", name, "--ckpt_dir", str(run_dir), "--train_data_path", str(h5), "--valid_data_path",
-            str(val), "--patch_size", "16", "--batch_size", "4", "--max_steps", str(steps), "--print_interval",
-            str(steps), "--workers", "1", *extra]
+    """One loader process and the default device: the loader path users run."""
+    return train_argv(h5, val, run_dir, steps, extra, name, workers=1, cpu=False)
 
 
 def test_div2h5_layout_and_errors(div2k, tmp_path):
@@ -40,14 +40,37 @@ def test_div2h5_layout_and_errors(div2k, tmp_path):
     lr_dir.mkdir(parents=True)
     out = tmp_path / "bad.h5"
     assert div2h5.main(["--div2k", str(div), "--out", str(out)]) == 1  # X2 folder present but empty
-    assert not out.exists() and not list(tmp_path.glob("*.partial"))
+    assert list(tmp_path.iterdir()) == [] and not out.exists()  # no half-written file under any name
     lr_dir.rmdir()
 
 
+def test_div2h5_twice_keeps_and_never_replaces_other_data(tmp_path, capsys):
+    """The README's toy command run twice keeps what is there; an h5 or an image the command did not make
+    from these files is refused with one line and left as it was; --overwrite replaces the h5."""
+    root = tmp_path / "toy"
+    argv = ["--toy", "4", "--div2k", str(root / "DIV2K"), "--out", str(root / "train.h5")]
+    assert div2h5.main(argv) == 0
+    before = (root / "train.h5").read_bytes()
+    assert div2h5.main(argv) == 0 and "is up to date (4 images): kept" in capsys.readouterr().out
+    assert (root / "train.h5").read_bytes() == before
+    mine = root / "DIV2K" / "DIV2K_train_HR" / "0002.png"
+    Image.fromarray(np.zeros((8, 8, 3), np.uint8)).save(mine)  # the user's own image where the toy set writes
+    mine_bytes = mine.read_bytes()
+    assert div2h5.main(argv) == 1
+    assert "0002.png: exists and is not the toy image" in capsys.readouterr().err and mine.read_bytes() == mine_bytes
+    argv_real = argv[2:]  # the folder as the user's data now: the h5 no longer matches it
+    assert div2h5.main(argv_real) == 1
+    assert "train.h5: exists and was not built from these files; pass --overwrite" in capsys.readouterr().err
+    assert (root / "train.h5").read_bytes() == before
+    assert div2h5.main([*argv_real, "--overwrite"]) == 0
+    with h5py.File(root / "train.h5") as f:
+        assert f["HR"]["1"].shape == (8, 8, 3)
+
+
 @pytest.mark.parametrize("family,argv", [
-    ("carn", ["--model", "carn", "--scale", "2", "--lr", "1e-3"]),
+    pytest.param("carn", ["--model", "carn", "--scale", "2", "--lr", "1e-3"], marks=pytest.mark.slow),
     ("carn", ["--model", "carn_m", "--scale", "0", "--lr", "1e-3"]),
-    ("overnet", ["--scale", "2", "--lr", "1e-3"]),
+    pytest.param("overnet", ["--scale", "2", "--lr", "1e-3"], marks=pytest.mark.slow),
 ])
 def test_training_lowers_the_loss_and_sample_loads_the_result(div2k, tmp_path, family, argv):
     h5, val, _ = div2k
@@ -83,8 +106,9 @@ def test_group_follows_the_model_when_omitted(div2k, tmp_path):
 
 
 @pytest.mark.parametrize("family,argv", [
-    ("carn", ["--model", "carn_m", "--scale", "0"]),     # Adam, one scale drawn per step
-    ("overnet", ["--scale", "0"]),                       # AdamP, the multi-scale loss over x2+x3+x4
+    pytest.param("carn", ["--model", "carn_m", "--scale", "0"], marks=pytest.mark.slow),  # Adam, one scale per step
+    # (the quick tier resumes both families in test_families.py)
+    pytest.param("overnet", ["--scale", "0"], marks=pytest.mark.slow),  # AdamP, the multi-scale loss over x2+x3+x4
 ])
 def test_resume_continues_exactly(div2k, tmp_path, family, argv):
     h5, val, _ = div2k
@@ -147,6 +171,7 @@ def test_setup_errors_are_one_line(div2k, tmp_path, capsys):
     assert e.value.code == 2 and "--print_interval: 0 must be at least 1" in capsys.readouterr().err
 
 
+@pytest.mark.slow
 def test_torchrun_two_processes_keep_parameters_identical(div2k, tmp_path):
     h5, val, _ = div2k
     env = {**os.environ, "OMP_NUM_THREADS": "1"}
@@ -162,6 +187,7 @@ def test_torchrun_two_processes_keep_parameters_identical(div2k, tmp_path):
     assert len(set(x.split()[1] for x in r0 if x)) == 4  # the parameters changed every step
 
 
+@pytest.mark.slow
 def test_finetuning_the_released_carn_m_learns_without_damage(div2k, tmp_path, carn_m_released, benchmark_dir):
     """200 steps from the released weights at a small learning rate: the weights change, the L1 loss on
     held-out patches does not rise, and Set5 x4 stays within 0.1 dB. On the loader's patches the released
@@ -202,12 +228,12 @@ def test_plot_command(tmp_path):
         f"{i},{1 / i},0.001,{30 + i / 10 if i % 5 == 0 else ''},{0.9 if i % 5 == 0 else ''}\n" for i in range(1, 21)))
     out = tmp_path / "plot.png"
     assert plot_log.main([str(log), "--out", str(out)]) == 0
-    from PIL import Image
     img = Image.open(out)
     assert img.format == "PNG" and img.size[0] > 500
     assert len(np.unique(np.asarray(img.convert("L")))) > 10  # something was drawn
 
 
+@pytest.mark.slow
 def test_keeps_the_last_n_checkpoints(div2k, tmp_path):
     h5, val, _ = div2k
     args = _args(h5, val, tmp_path, "run", 8)
@@ -227,6 +253,7 @@ def test_training_can_write_safetensors_weights(div2k, tmp_path):
                     "reduce_upsample": False}
 
 
+@pytest.mark.slow
 def test_num_gpu_without_the_gpus_trains_the_same_global_batch_in_one_process(div2k, tmp_path, capsys):
     """The authors' --num_gpu 2 on a machine without two GPUs: one process, the global batch in 2 micro-batches
     (which retraces 2 processes bit for bit, tests/test_train_faults.py), said in one line."""

@@ -17,17 +17,13 @@ from pathlib import Path
 import pytest
 import torch
 
-from conftest import ROOT, train_argv
+from conftest import ROOT, run_dir, train_argv
 from srkit.cli.train import run
 from srkit.training.errors import TrainingError
 
 TORCHRUN = [sys.executable, "-m", "torch.distributed.run"]
 ENV = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONUNBUFFERED": "1"}
 DDP_ATOL = 1e-5  # N processes vs one at the same global batch: float reduction order only
-
-
-def _args(h5, val, run_dir, steps, extra=(), name="run"):
-    return train_argv(h5, val, run_dir, steps, extra, name)
 
 
 def _default_workers(argv: list[str]) -> list[str]:
@@ -61,6 +57,7 @@ def _wait_rows(log: Path, n: int, proc: subprocess.Popen, limit: float = 120) ->
     raise AssertionError(f"no step {n} within {limit} s")
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("family,argv", [("carn", ["--model", "carn_m", "--scale", "0"]), ("overnet", ["--scale", "0"])])
 def test_two_processes_train_the_same_weights_as_one(div2k, tmp_path, family, argv):
     """Acceptance 1: --batch_size is the global batch; 2-process DDP = 1 process, 20 steps, max |weight
@@ -77,7 +74,7 @@ def test_two_processes_train_the_same_weights_as_one(div2k, tmp_path, family, ar
 
     def train(name, extra=(), nproc=0):
         launch = [*TORCHRUN, "--standalone", f"--nproc_per_node={nproc}"] if nproc else [sys.executable]
-        r = subprocess.run([*launch, script, *argv, *_args(h5, val, tmp_path / name, 20, extra)],
+        r = subprocess.run([*launch, script, *argv, *train_argv(h5, val, tmp_path / name, 20, extra)],
                            capture_output=True, text=True, env=ENV, timeout=900)
         assert r.returncode == 0, r.stderr[-3000:]
         return _weights(tmp_path / name / "run" / "run.pth"), _losses(tmp_path / name / "run")
@@ -105,13 +102,14 @@ def _free_port() -> int:
         return s.getsockname()[1]
 
 
+@pytest.mark.slow
 def test_two_nodes_on_localhost_agree_every_step(div2k, tmp_path):
     """Acceptance 2: two torchrun 'nodes' (c10d rendezvous on 127.0.0.1, gloo), digests equal at every step."""
     h5, val, _ = div2k
     port = _free_port()
     node = [*TORCHRUN, "--nnodes=2", "--nproc_per_node=1", "--rdzv_backend=c10d", f"--rdzv_endpoint=127.0.0.1:{port}",
             "--rdzv_id=two-nodes", str(ROOT / "carn" / "train.py"), "--model", "carn_m", "--scale", "0",
-            "--debug_sync", *_args(h5, val, tmp_path, 6)]
+            "--debug_sync", *train_argv(h5, val, tmp_path, 6)]
     procs = [subprocess.Popen(node, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=ENV)
              for _ in range(2)]
     outs = [p.communicate(timeout=600) for p in procs]
@@ -141,6 +139,7 @@ def _rank_of(pid: int) -> int | None:
     return next((int(e[5:]) for e in env if e.startswith(b"RANK=")), None)
 
 
+@pytest.mark.slow
 def test_a_killed_worker_is_restarted_and_the_run_ends_as_if_uninterrupted(div2k, tmp_path):
     """Acceptance 3: torchrun --max-restarts=1, one worker SIGKILLed mid-run; --resume auto continues from
     the newest checkpoint and the final weights equal an uninterrupted run's."""
@@ -150,7 +149,7 @@ def test_a_killed_worker_is_restarted_and_the_run_ends_as_if_uninterrupted(div2k
     def cmd(out, restarts):
         return [*TORCHRUN, "--standalone", "--nproc_per_node=2", f"--max-restarts={restarts}",
                 str(ROOT / "carn" / "train.py"), "--model", "carn_m", "--scale", "0",
-                *_args(h5, val, out, steps, ["--save_interval", "4"])]
+                *train_argv(h5, val, out, steps, ["--save_interval", "4"])]
 
     clean = subprocess.run(cmd(tmp_path / "clean", 0), capture_output=True, text=True, env=ENV, timeout=900)
     assert clean.returncode == 0, clean.stderr[-2000:]
@@ -176,10 +175,10 @@ def test_a_signal_to_the_whole_process_group_checkpoints_that_step_and_resume_co
     h5, val, _ = div2k
     steps = 60
     train = [sys.executable, str(ROOT / "carn" / "train.py"), "--model", "carn_m", "--scale", "0"]
-    full_args = _default_workers(_args(h5, val, tmp_path / "full", steps))
+    full_args = _default_workers(train_argv(h5, val, tmp_path / "full", steps))
     subprocess.run([*train, *full_args], check=True, capture_output=True, env=ENV, timeout=900)
     full = _losses(tmp_path / "full" / "run")
-    cut = _default_workers(_args(h5, val, tmp_path / "cut", steps, ["--save_interval", "1000"]))
+    cut = _default_workers(train_argv(h5, val, tmp_path / "cut", steps, ["--save_interval", "1000"]))
     proc = subprocess.Popen([*train, *cut], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=ENV,
                             start_new_session=True)
     _wait_rows(tmp_path / "cut" / "run" / "log.csv", random.Random(os.getpid()).randint(3, 20), proc)
@@ -212,7 +211,7 @@ def test_sigterm_to_a_torchrun_job_stops_every_rank_at_one_step_and_resume_conti
 
     def cmd(out):
         return [*TORCHRUN, "--standalone", "--nproc_per_node=2", str(ROOT / "carn" / "train.py"), "--model",
-                "carn_m", "--scale", "0", *_default_workers(_args(h5, val, out, steps, ["--save_interval", "1000"]))]
+                "carn_m", "--scale", "0", *_default_workers(train_argv(h5, val, out, steps, ["--save_interval", "1000"]))]
 
     full = subprocess.run(cmd(tmp_path / "full"), capture_output=True, text=True, env=ENV, timeout=900)
     assert full.returncode == 0, full.stderr[-2000:]
@@ -239,7 +238,7 @@ def test_a_diverging_run_stops_and_saves_nothing_non_finite(div2k, tmp_path):
     and the newest good checkpoint is still there."""
     h5, val, _ = div2k
     r = subprocess.run([sys.executable, str(ROOT / "carn" / "train.py"), "--model", "carn_m", "--scale", "0",
-                        *_args(h5, val, tmp_path, 200, ["--lr", "10", "--save_interval", "1", "--keep", "2"])],
+                        *train_argv(h5, val, tmp_path, 200, ["--lr", "10", "--save_interval", "1", "--keep", "2"])],
                        capture_output=True, text=True, env=ENV, timeout=600)
     assert r.returncode == 3, r.stderr[-2000:]
     line = next(x for x in r.stderr.splitlines() if "diverged" in x)
@@ -259,7 +258,7 @@ def test_a_second_launch_into_a_run_folder_is_refused_and_changes_nothing(div2k,
     """Acceptance 6."""
     from carn import train
     h5, val, _ = div2k
-    args = ["--model", "carn_m", "--scale", "2", *_args(h5, val, tmp_path, 2)]
+    args = ["--model", "carn_m", "--scale", "2", *train_argv(h5, val, tmp_path, 2)]
     assert train.main(args) == 0
     before = {p.name: p.read_bytes() for p in (tmp_path / "run").iterdir() if p.is_file()}
     capsys.readouterr()
@@ -271,15 +270,15 @@ def test_a_second_launch_into_a_run_folder_is_refused_and_changes_nothing(div2k,
 def test_resume_refuses_contradicting_flags_and_falls_back_past_a_corrupt_checkpoint(div2k, tmp_path, capsys):
     h5, val, _ = div2k
     argv = ["--model", "carn_m", "--scale", "0"]
-    full = run(argv + _args(h5, val, tmp_path / "a", 6), "carn")
-    run(argv + _args(h5, val, tmp_path / "b", 4, ["--save_interval", "2"]), "carn")
+    full = run(argv + train_argv(h5, val, tmp_path / "a", 6), "carn")
+    run(argv + train_argv(h5, val, tmp_path / "b", 4, ["--save_interval", "2"]), "carn")
     with pytest.raises(TrainingError, match="--patch_size 16 \\(now 24\\)"):
-        run(argv + _args(h5, val, tmp_path / "b", 6, ["--resume", "--patch_size", "24"]), "carn")
+        run(argv + train_argv(h5, val, tmp_path / "b", 6, ["--resume", "--patch_size", "24"]), "carn")
     newest = tmp_path / "b" / "run" / "step_0000004.pth.tar"
     newest.write_bytes(newest.read_bytes()[:1000])  # truncated (a kill mid-copy, a full disk)
     (tmp_path / "b" / "run" / "step_0000004.pth.tar.abc123.tmp").write_bytes(b"orphan of a killed save")
     capsys.readouterr()
-    rest = run(argv + _args(h5, val, tmp_path / "b", 6, ["--resume"]), "carn")
+    rest = run(argv + train_argv(h5, val, tmp_path / "b", 6, ["--resume"]), "carn")
     err = capsys.readouterr().err
     assert "step_0000004.pth.tar is unreadable" in err and "step_0000002.pth.tar at step 2" in err
     assert rest == full[2:]  # continued exactly from step 2
@@ -303,6 +302,7 @@ def _h5_variant(src, dst, change):
     return dst
 
 
+@pytest.mark.slow
 def test_bad_training_inputs_are_one_line_at_set_up(div2k, tmp_path):
     """A truncated h5, a mislabelled group (X3 holding X2-sized images), LR images smaller than the patch,
     fewer images than a batch, flags that cannot work: one line each naming the file, group and shape, exit 2,
@@ -334,23 +334,24 @@ def test_bad_training_inputs_are_one_line_at_set_up(div2k, tmp_path):
            (["--lr", "-1"], "--lr: -1 must be above 0")]
     for extra, message in bad:
         r = subprocess.run([sys.executable, str(ROOT / "carn" / "train.py"), "--model", "carn_m",
-                            *_args(h5, val, tmp_path / "r", 2), *extra], capture_output=True, text=True, env=ENV)
+                            *train_argv(h5, val, tmp_path / "r", 2), *extra], capture_output=True, text=True, env=ENV)
         assert r.returncode == 2 and message in r.stderr and "Traceback" not in r.stderr, (extra, r.stderr[-1500:])
         assert len([line for line in r.stderr.splitlines() if "error:" in line]) == 1
     good = subprocess.run([sys.executable, str(ROOT / "carn" / "train.py"), "--model", "carn_m",
-                           *_args(h5, val, tmp_path / "r", 2)], capture_output=True, text=True, env=ENV)
+                           *train_argv(h5, val, tmp_path / "r", 2)], capture_output=True, text=True, env=ENV)
     assert good.returncode == 0, good.stderr[-1500:]  # the failed launches left nothing that counts as a run
     r = subprocess.run([*TORCHRUN, "--standalone", "--nproc_per_node=2", str(ROOT / "carn" / "train.py"), "--model",
-                        "carn_m", *_args(h5, val, tmp_path / "odd", 2), "--batch_size", "3"],
+                        "carn_m", *train_argv(h5, val, tmp_path / "odd", 2), "--batch_size", "3"],
                        capture_output=True, text=True, env=ENV, timeout=300)
     assert r.returncode != 0 and "--batch_size 3 is the global batch and must split evenly over the 2" in r.stderr
 
 
+@pytest.mark.slow
 def test_a_launch_that_dies_before_its_first_checkpoint_leaves_no_run(div2k, tmp_path):
     """Killed (SIGKILL, nothing to catch) before any checkpoint: the same command starts again, no --resume."""
     h5, val, _ = div2k
     args = [sys.executable, str(ROOT / "carn" / "train.py"), "--model", "carn_m",
-            *_args(h5, val, tmp_path, 200, ["--save_interval", "1000"])]
+            *train_argv(h5, val, tmp_path, 200, ["--save_interval", "1000"])]
     proc = subprocess.Popen(args, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=ENV)
     _wait_rows(tmp_path / "run" / "log.csv", 2, proc)
     proc.kill()
@@ -362,6 +363,7 @@ def test_a_launch_that_dies_before_its_first_checkpoint_leaves_no_run(div2k, tmp
     assert [int(r["step"]) for r in csv.DictReader(open(tmp_path / "run" / "log.csv"))] == [1, 2, 3]
 
 
+@pytest.mark.slow
 def test_two_process_evaluation_writes_the_one_process_results(tmp_path, carn_m_released, benchmark_dir):
     """Acceptance 7: torchrun --nproc_per_node=2 carn/sample.py shards Set5+Set14; per-image CSVs identical."""
     common = ["--ckpt_path", str(carn_m_released), "--test_data_dir", str(benchmark_dir / "Set5"),
@@ -371,14 +373,16 @@ def test_two_process_evaluation_writes_the_one_process_results(tmp_path, carn_m_
     r = subprocess.run([*TORCHRUN, "--standalone", "--nproc_per_node=2", str(ROOT / "carn" / "sample.py"), *common,
                         "--sample_dir", str(tmp_path / "two")], capture_output=True, text=True, env=ENV, timeout=600)
     assert r.returncode == 0, r.stderr[-2000:]
+    one, two = run_dir(tmp_path / "one"), run_dir(tmp_path / "two")
+    assert one.name == two.name  # the same checkpoint: the same folder name
     for d in ("Set5", "Set14"):
-        rows = [list(csv.DictReader(open(tmp_path / k / "carn_m" / d / "x4" / "metrics.csv"))) for k in ("one", "two")]
+        rows = [list(csv.DictReader(open(k / d / "x4" / "metrics.csv"))) for k in (one, two)]
         strip = [[{k: v for k, v in row.items() if k != "seconds"} for row in rs] for rs in rows]
         assert strip[0] == strip[1] and len(strip[0]) == {"Set5": 5, "Set14": 14}[d]
-        assert sorted(p.name for p in (tmp_path / "two" / "carn_m" / d / "x4" / "SR").iterdir()) == \
-            sorted(p.name for p in (tmp_path / "one" / "carn_m" / d / "x4" / "SR").iterdir())
-    summary = json.loads((tmp_path / "two" / "carn_m" / "summary.json").read_text())
-    assert summary["processes"] == 2
+        assert sorted(p.name for p in (two / d / "x4" / "SR").iterdir()) == \
+            sorted(p.name for p in (one / d / "x4" / "SR").iterdir())
+    summary = json.loads((two / "summary.json").read_text())
+    assert summary["runs"][-1]["processes"] == 2
 
 
 # The authors' published training commands (../shared/seeds: the CARN README as it stands now, then as first
@@ -452,6 +456,7 @@ def test_the_authors_published_commands_run_with_their_settings(big_div2k, tmp_p
     assert [p.name for p in run_dir.glob("step_*.pth.tar")] == ["step_0000001.pth.tar"]
 
 
+@pytest.mark.slow
 def test_a_missing_peer_is_a_clear_error_after_the_timeout(div2k, tmp_path):
     """Rank 0 of 2 whose peer never comes: one line after --dist_timeout, not gloo's 30-minute hang."""
     h5, val, _ = div2k
@@ -459,7 +464,7 @@ def test_a_missing_peer_is_a_clear_error_after_the_timeout(div2k, tmp_path):
            "MASTER_PORT": str(_free_port())}
     t0 = time.time()
     r = subprocess.run([sys.executable, str(ROOT / "carn" / "train.py"), "--model", "carn_m",
-                        *_args(h5, val, tmp_path, 2), "--dist_timeout", "5"], capture_output=True, text=True,
+                        *train_argv(h5, val, tmp_path, 2), "--dist_timeout", "5"], capture_output=True, text=True,
                        env=env, timeout=120)
     assert r.returncode == 2 and time.time() - t0 < 60, r.stderr[-1500:]
     assert "could not join the process group of 2 processes (as rank 0) within 5 s" in r.stderr
@@ -472,7 +477,7 @@ def test_a_full_disk_is_named_and_the_previous_checkpoints_survive(div2k, tmp_pa
     from srkit.core import checkpoint
     h5, val, _ = div2k
     argv = ["--model", "carn_m", "--scale", "2"]
-    run(argv + _args(h5, val, tmp_path, 2, ["--save_interval", "1"]), "carn")
+    run(argv + train_argv(h5, val, tmp_path, 2, ["--save_interval", "1"]), "carn")
     real = torch.save
 
     def full(obj, f, *a, **k):
@@ -480,7 +485,7 @@ def test_a_full_disk_is_named_and_the_previous_checkpoints_survive(div2k, tmp_pa
     monkeypatch.setattr(checkpoint.torch, "save", full)
     with pytest.raises(TrainingError, match="could not save the checkpoint of step 3: no space left on the device "
                                             "writing .*run.pth \\([0-9,]+ bytes free\\). The previous checkpoints"):
-        run(argv + _args(h5, val, tmp_path, 4, ["--save_interval", "1", "--resume"]), "carn")
+        run(argv + train_argv(h5, val, tmp_path, 4, ["--save_interval", "1", "--resume"]), "carn")
     monkeypatch.setattr(checkpoint.torch, "save", real)
     assert sorted(p.name for p in (tmp_path / "run").glob("step_*")) == ["step_0000001.pth.tar", "step_0000002.pth.tar"]
     assert not list((tmp_path / "run").glob("*.tmp"))

@@ -13,22 +13,11 @@ from skimage import data
 
 from carn import sample
 from srkit.core import registry
-from srkit.core.checkpoint import save_weights
 
 
 @pytest.fixture(scope="module")
 def photo():
     return np.asarray(data.coffee())[100:124, 200:230].copy()
-
-
-@pytest.fixture(scope="module")
-def random_carn_m(tmp_path_factory):
-    path = tmp_path_factory.mktemp("w") / "random_carn_m.pth"
-    fam = registry.get("carn")
-    torch.manual_seed(0)
-    arch = fam.examples[1].arch
-    save_weights(path, fam.build(arch).state_dict(), {"family": "carn", **arch})
-    return path
 
 
 def _modes(photo) -> dict[str, Image.Image]:

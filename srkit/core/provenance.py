@@ -2,6 +2,8 @@
 from __future__ import annotations
 
 import datetime
+import os
+import shlex
 import subprocess
 import sys
 from importlib.metadata import PackageNotFoundError, packages_distributions, version
@@ -43,9 +45,19 @@ def device_name(device: torch.device) -> str:
     return f"cpu ({torch.get_num_threads()} threads, {torch.backends.cpu.get_cpu_capability()})"
 
 
+def program() -> str:
+    """The program as typed from the current folder (``folder/script.py``), or its name when it lies elsewhere."""
+    path = Path(sys.argv[0] or "python")
+    try:
+        rel = Path(os.path.relpath(path.resolve()))
+        return str(rel) if not rel.parts or rel.parts[0] != ".." else path.name
+    except ValueError:  # another drive
+        return path.name
+
+
 def environment(device: torch.device, argv: list[str] | None = None) -> dict:
-    """The command line, the date, the device and the versions of a run."""
-    return {"command": " ".join([Path(sys.argv[0]).name, *(sys.argv[1:] if argv is None else argv)]),
+    """The command line (shell-quoted), the date, the device and the versions of a run."""
+    return {"command": shlex.join([program(), *(sys.argv[1:] if argv is None else argv)]),
             "date": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
             "device": device_name(device), "torch": torch.__version__, "version": project_version(),
             "commit": git_commit()}

@@ -28,7 +28,7 @@ from pathlib import Path
 from tqdm import tqdm
 
 from srkit.data.benchmark import crop_to_scale, make_lr
-from srkit.data.imageio import ImageError, read_rgb8, write_png
+from srkit.data.imageio import read_rgb8, write_png
 from srkit.core.fetch import MIRROR_ENV, DownloadError, fetch, mirrored
 
 RELEASE_PATH = Path(__file__).with_name("selfexsr.json")
