@@ -162,13 +162,15 @@ def tiles_vs_whole(cells: list[tuple[str, float]], runs: int) -> list[dict]:
 
 # ---- --peers: one process per side --------------------------------------------------------------------------
 
-def _serve(conn, fn) -> None:
+def _serve(conn, fn, info=None) -> None:
+    """Warm up, then time ``fn`` at each "run"; at "stop", send ``info()`` (None without it)."""
     out = fn()  # warm-up
     conn.send(out)
     while conn.recv() == "run":
         t0 = time.perf_counter()
         fn()
         conn.send(time.perf_counter() - t0)
+    conn.send(info() if info is not None else None)
 
 
 def _input(shape) -> torch.Tensor:
@@ -210,7 +212,12 @@ def _project_worker(conn, name: str, scale: float, threads: int, shape: tuple, h
     if how == "api":  # what a user of the three-line API gets: its defaults, on a tensor
         from srkit.api import Upscaler
         up = Upscaler(net, arch, torch.device("cpu"))
-        _serve(conn, lambda: up(x, scale).numpy())
+        tiles: list[tuple[int, int]] = []  # what the default chose at each call (memory available then)
+
+        def run():
+            tiles.append(up.predict.tiles(*x.shape[2:], scale))
+            return up(x, scale).numpy()
+        _serve(conn, run, lambda: sorted({"whole image" if t == (0, 0) else f"{t[1]}x{t[0]}" for t in tiles}))
         return
     fast, xf = prepare_fast(net), to_fast_input(x)
 
@@ -245,10 +252,14 @@ def peers(name: str, s: float, runs: int, how: str, kernels: str, sides: tuple[s
             for side, (conn, _) in procs.items():
                 conn.send("run")
                 times[side].append(conn.recv())
-        for conn, proc in procs.values():
+        info = {}
+        for side, (conn, proc) in procs.items():
             conn.send("stop")
+            info[side] = conn.recv()
             proc.join()
     row = {"model": name, "scale": s, **{f"{k}_ms": statistics.median(v) * 1e3 for k, v in times.items()}}
+    if info["project"] is not None:
+        row["project_tiles"] = ", ".join(info["project"])
     for side in sides:
         row[f"{side}_diff"] = float(abs(outs["project"] - outs[side]).max())
         row[f"project_vs_{side}"] = row[f"{side}_ms"] / row["project_ms"]
@@ -308,7 +319,8 @@ def main(argv: list[str] | None = None) -> None:
             rows.append(row)
             print(f"{m:<11} x{s:<5g} project {row['project_ms']:>7.0f} ms  " + "  ".join(
                 f"{side} {row[f'{side}_ms']:>7.0f} ms ({row[f'project_vs_{side}']:.2f}x, diff "
-                f"{row[f'{side}_diff']:.1e})" for side in args.sides), flush=True)
+                f"{row[f'{side}_diff']:.1e})" for side in args.sides)
+                + (f"  tiles: {row['project_tiles']}" if "project_tiles" in row else ""), flush=True)
         result = {"kind": "peers", "label": args.label, "project": args.project, "kernels": args.kernels,
                   "runs": args.runs, "rows": rows}
     else:

@@ -70,7 +70,8 @@ def _fused_parts(net: torch.nn.Module) -> dict[str, int]:
 
 
 def test_fast_path_fuses_what_it_claims():
-    # CARN-M: 3 blocks x 3 fuses + 3 global fuses; 1 shared residual-E per block; shuffles: x3 one, x4 its
+    # CARN-M: 3 blocks x 3 fuses + 3 global fuses; 1 shared residual-E per block; shuffles: x3 one (its
+    # ShuffleExit keeps it for where the kernel declines), x4 its
     # first (each final x2 stage's shuffle is done by a SubPixelTail, after the exit conv)
     parts = _fused_parts(prepare_fast(CARN_M()))
     assert parts["fuse"] == 12 and parts["residual"] == 3 and parts["shuffle"] == 2
@@ -167,8 +168,9 @@ def test_sub_pixel_exit_equals_exit_of_the_shuffled_map():
     """The exit conv run on the low-resolution map (srkit.inference.fast.SubPixelExit) is the same sum as on the
     pixel-shuffled map, borders included. The CARN fast path moves the exit conv into every upsampling branch
     (the model declares that it reads the upsampler's output as it is): a last x2 stage becomes a SubPixelTail
-    (x2, x4), the x3 branch keeps its shuffle and ends in the exit conv. Every module takes and returns tensors."""
-    from srkit.inference.fast import FusedConv, SubPixelExit, SubPixelTail, _ShuffleNHWC
+    (x2, x4), the x3 branch's shuffle and the exit conv become one ShuffleExit (the exit conv read from the
+    unshuffled map where the streamed kernel runs). Every module takes and returns tensors."""
+    from srkit.inference.fast import FusedConv, ShuffleExit, SubPixelExit, SubPixelTail, _ShuffleNHWC
     torch.manual_seed(0)
     exit_conv = torch.nn.Conv2d(64, 3, 3, 1, 1)
     x = torch.rand(1, 256, 13, 17)
@@ -180,7 +182,7 @@ def test_sub_pixel_exit_equals_exit_of_the_shuffled_map():
     ends = {name: [type(m) for m in branch.body] for name, branch in fast.upsample.named_children()}
     assert isinstance(fast.exit, torch.nn.Identity) and isinstance(fast.add_mean, torch.nn.Identity)
     assert ends["up2"] == [SubPixelTail]
-    assert ends["up3"] == [FusedConv, _ShuffleNHWC, FusedConv] and not fast.upsample.up3.body[-1].relu
+    assert ends["up3"] == [FusedConv, ShuffleExit] and not fast.upsample.up3.body[-1].exit.relu
     assert ends["up4"] == [FusedConv, _ShuffleNHWC, SubPixelTail]
 
 
@@ -235,3 +237,30 @@ print("LOOKED_UP", sorted(set(looked_up)))
     assert not {"mallopt", "malloc_trim", "mallinfo", "setenv", "putenv"} & set(names), names
     ours = [n for n in names if n not in ("dlerror", "dlinfo")]  # torch's own lookups in libdl
     assert ours and all(n.startswith("srkit_") for n in ours), names  # only the streamed kernels' entry points
+
+
+@pytest.mark.parametrize("res_scale,x_scale", [(1.0, 1.0), (0.7, 1.3)])
+def test_se_scaled_residual_blocks_equal_the_plain_forward(res_scale, x_scale, device):
+    """OverNet's residual blocks (Fusion.SE_SCALED_RESIDUAL) run as one gate-and-scale factor written into the
+    cascade's buffer; with the learned scales at 1 (a fresh model) and away from 1 (trained weights), whole and
+    tiled, the output equals the plain forward."""
+    from srkit.inference.fast import SEScaledResidual
+    from srkit.inference.tiling import forward_tiled
+    from srkit.core.tolerances import TILING_ATOL
+    torch.manual_seed(0)
+    net = OverNet(upscale=3).eval()
+    with torch.no_grad():
+        for m in net.modules():
+            if type(m).__name__ == "ResidualBlock":
+                m.res_scale.scale.fill_(res_scale)
+                m.x_scale.scale.fill_(x_scale)
+    net = net.to(device)
+    fast = prepare_fast(net)
+    assert sum(isinstance(m, SEScaledResidual) for m in fast.modules()) == 9
+    x = torch.rand(1, 3, 37, 45, device=device)
+    with torch.inference_mode():
+        want = net(x, 2)
+        got = fast(to_fast_input(x), 2)
+        assert (got - want).abs().max().item() <= io_atol(device, FAST_PATH_ATOL)
+        tiled = forward_tiled(fast, to_fast_input(x), 2, tile=20, overlap=8)
+        assert (tiled - want).abs().max().item() <= io_atol(device, TILING_ATOL + FAST_PATH_ATOL)

@@ -14,7 +14,8 @@ import torch.nn.functional as F
 
 from carn.blocks import EResidualBlock, ResidualBlock
 from srkit.inference import cpu_kernels
-from srkit.inference.cpu_kernels import (StreamedConv3x3, StreamedResidual, StreamedTail, StreamedWideBody, fuse1x1,
+from srkit.inference.cpu_kernels import (StreamedConv3x3, StreamedResidual, StreamedShuffleExit, StreamedTail,
+                                          StreamedWideBody, fuse1x1,
                                           pack_fuse)
 from srkit.inference.fast import SubPixelExit
 from srkit.core.tolerances import FAST_PATH_ATOL
@@ -140,6 +141,30 @@ def test_streamed_tail_equals_upsample_conv_then_sub_pixel_exit(groups, winograd
 
 
 @needs_kernels
+@pytest.mark.parametrize("groups", [1, 4])
+@pytest.mark.parametrize("r", [3, 2])
+def test_streamed_shuffle_exit_equals_the_exit_conv_of_the_shuffled_map(r, groups):
+    """The exit conv read from the unshuffled conv output (channels in the fast path's shuffle order) equals
+    exit(pixel_shuffle(y)) at every size, borders included, in a batch of two."""
+    from srkit.inference.fast import shuffle_order
+    torch.manual_seed(4)
+    exit_conv = nn.Conv2d(64, 3, 3, 1, 1)
+    streamed = StreamedShuffleExit.from_conv(exit_conv, r, groups)
+    order = shuffle_order(64, r, groups)
+    for h, w in SIZES:
+        y = _nhwc(2, 64 * r * r, h, w)  # the conv's output in pixel-shuffle channel order
+        emitted = y[:, order].contiguous(memory_format=torch.channels_last)  # as the reordered conv emits it
+        with torch.inference_mode():
+            got = streamed(emitted)
+        want = F.conv2d(F.pixel_shuffle(y.double(), r), exit_conv.weight.double(), exit_conv.bias.double(), padding=1)
+        assert got.shape == (2, 3, r * h, r * w) and got.is_contiguous(memory_format=torch.channels_last)
+        assert (got - want.float()).abs().max().item() <= FAST_PATH_ATOL, (h, w)
+    assert StreamedShuffleExit.from_conv(nn.Conv2d(64, 3, 1), r, groups) is None  # not a 3x3 exit
+    assert StreamedShuffleExit.from_conv(exit_conv, 4, groups) is None            # a shuffle it does not serve
+    assert streamed(emitted[:, :64]) is None                                        # not 64 r^2 channels
+
+
+@needs_kernels
 @pytest.mark.parametrize("relu", [True, False])
 @pytest.mark.parametrize("groups,out", [(1, 192), (4, 576), (4, 256), (4, 64)])
 def test_streamed_conv3x3_equals_the_conv(relu, groups, out):
@@ -229,6 +254,14 @@ def test_the_c_side_refuses_strides_and_sizes_it_does_not_serve():
     assert lib.srkit_fuse1x1(x.data_ptr(), 64, None, 0, 2, 16, w[0].data_ptr(), b[0].data_ptr(), out.data_ptr(), 64,
                              1) == -1
     assert lib.srkit_conv3x3(x.data_ptr(), 64, 4, 4, 2, w[0].data_ptr(), b[0].data_ptr(), 0, out.data_ptr(), 64, 1) == -1
+    big = torch.full((1, 3, 12, 12), 7.0)
+    shuffle_exit = lambda xs, r, sy: lib.srkit_shuffle_exit(x.data_ptr(), xs, 4, 4, 1, r, w[0].data_ptr(),  # noqa: E731
+                                                            b[0].data_ptr(), w[1].data_ptr(), big.data_ptr(), sy, 3,
+                                                            1, 1)
+    assert shuffle_exit(64, 3, 36) == -1    # a pixel stride shorter than the 576 channels read
+    assert shuffle_exit(576, 4, 36) == -1   # a shuffle factor it does not serve
+    assert shuffle_exit(576, 3, 30) == -1   # output rows shorter than 3 x 4 pixels
+    assert bool((big == 7).all())
 
 
 @needs_kernels

@@ -36,9 +36,14 @@ def test_overnet_tiled_matches_whole_at_integer_and_real_scales(benchmark_dir):
     net = OverNet(upscale=5).eval()
     net.load_state_dict(ref["checkpoint"]["model_state_dict"])
     x = to_tensor(read_rgb8(benchmark_dir / "Set5" / "x4" / "img_005_SRF_4_LR.png"), torch.device("cpu"))
+    ups: list[int] = []
+    net.upsample.register_forward_hook(lambda *_: ups.append(1))
     for scale in (3, 2.5):
         whole = net(x, scale)
+        ups.clear()
         tiled = forward_tiled(net, x, scale, tile=40, overlap=20)
+        n_tiles = (-(-x.shape[-2] // 40)) * (-(-x.shape[-1] // 40))
+        assert n_tiles > 1 and len(ups) == n_tiles  # the statistics pass stops at the last pool, before it
         assert tiled.shape == whole.shape
         assert (whole - tiled).abs().max().item() <= TILING_ATOL
         # without the whole-image pooling statistics, tiles are visibly off: the stat pass is what makes it work

@@ -43,6 +43,9 @@ class Fusion(enum.Enum):
     """What a block's forward computes, declared as its class attribute ``fusion``."""
     CONV_RELU = "relu(self.conv(x))"
     RESIDUAL_RELU = "relu(self.body(x) + x)"
+    # b = self.body(x); b * self.SE.conv(self.SE.pool(b)) * self.res_scale.scale + x * self.x_scale.scale, with
+    # SE.pool a GlobalAvgPool and the scales one-element parameters (a squeeze-excited, scaled residual)
+    SE_SCALED_RESIDUAL = "self.res_scale(self.SE(self.body(x))) + self.x_scale(x)"
 
 
 class CascadeRunner(nn.Module):
@@ -125,6 +128,12 @@ class PoolStats:
     core: tuple[int, int, int, int] | None = None
     acc: dict[int, torch.Tensor] = field(default_factory=dict)
     fixed: dict[int, torch.Tensor] = field(default_factory=dict)
+    pools: int = 0  # the model's pool modules: once all have recorded a tile, its statistics pass may stop
+    seen: set[int] = field(default_factory=set)  # the pools that recorded the current tile
+
+
+class StatsComplete(Exception):
+    """Raised by the last pool of a statistics pass: the rest of that forward cannot change the statistics."""
 
 
 # Set only for the duration of srkit.inference.tiling.forward_tiled: the modules themselves hold no per-call state,
@@ -144,6 +153,9 @@ class GlobalAvgPool(nn.Module):
             y0, y1, x0, x1 = stats.core
             s = x[..., y0:y1, x0:x1].sum(dim=(2, 3), keepdim=True, dtype=torch.float64)
             stats.acc[key] = s if key not in stats.acc else stats.acc[key] + s
+            stats.seen.add(key)
+            if stats.pools and len(stats.seen) >= stats.pools:
+                raise StatsComplete
         if key in stats.fixed:
             return stats.fixed[key].to(x.dtype).expand(x.shape[0], -1, -1, -1)
         return x.mean(dim=(2, 3), keepdim=True)

@@ -14,6 +14,7 @@ on a 2-core Xeon (AVX-512), 640x360, alone: a grouped residual block (groups 4, 
   output once, straight into the caller's strided destination (a slice of the cascade buffer).
 - srkit_subpixel_tail: the last x2 upsampling conv + ReLU + the sub-pixel exit conv + pixel shuffle, with
   the 256-channel map in a ring of three rows instead of memory.
+- srkit_shuffle_exit: the exit conv after an x3 pixel shuffle, read from the unshuffled map.
 - srkit_fuse1x1: a cascade's 1x1 fusion over the buffer's 64-channel blocks, bias and ReLU in the store.
 - srkit_conv3x3: any other dense 3x3 conv from 64 channels to 64 n, + bias (+ ReLU), by rows.
 - srkit_gconv3x3: a grouped 3x3 conv, 4 groups of 16 channels to 16 m outputs each, + bias (+ ReLU), by rows.
@@ -37,7 +38,7 @@ it does not serve. */
 #include <string.h>
 
 #define MAX3 4        /* most 3x3 convs in one body */
-#define ABI 4         /* bump with any change of the exported functions (srkit/inference/cpu_kernels.py: _ABI) */
+#define ABI 5         /* bump with any change of the exported functions (srkit/inference/cpu_kernels.py: _ABI) */
 
 /* The version of the exported functions' arguments: a library built from older source is not called. */
 int srkit_kernels_abi(void) { return ABI; }
@@ -608,6 +609,105 @@ int srkit_subpixel_tail(const float *x, long xs, int H, int W, int G, const floa
                            .mask = mask, .y = y, .sy = sy, .sx = sx, .sc = sc,
                            .h0 = (int)((long)H * t / n), .h1 = (int)((long)H * (t + 1) / n)};
     return parallel(run_tail, jobs, sizeof(tail_t), n);
+}
+
+/* ---- The exit conv after an x R pixel shuffle (the x3 branch), without the shuffled map ----
+   x: the upsampling conv's output at the low resolution, NHWC (pixel stride xs), its 64 R^2 channels in the
+   order the fast path emits for the shuffle (srkit.inference.fast.shuffle_order): [G groups][R^2 phases]
+   [64/G]. y = exit(pixel_shuffle(x, R)) + bias, 3 channels at R times the size, read from x directly: each
+   low-resolution row is copied once, phase-major, into a zero-padded ring of three rows, and each output
+   pixel's 3x3 taps are phase blocks of the 3x3 low-resolution neighbourhood; blocks whose weights are all
+   zero are skipped (25 of 81 at R = 3). The 64-channel map at R^2 times the pixels is never stored. */
+#ifdef SRKIT_AVX2
+#define SXP 3                       /* pixels a register block: 2 x 2 ymm accumulators each, 16 registers */
+#else
+#define SXP 14                      /* 2 zmm accumulators each, 32 registers */
+#endif
+typedef struct {
+    const float *x; long xs;
+    int H, W, G, R;
+    const float *we, *be;           /* [9 taps][R^2 phases][64][32]: lane o * R^2 + a * R + b; bias [3] */
+    const unsigned char *mask;      /* [9][R^2]: 1 where that tap and phase block has a nonzero weight */
+    float *y; long sy, sx, sc;      /* output pixel (Y, X) channel o at y + Y * sy + X * sx + o * sc */
+    int h0, h1;
+} sexit_t;
+
+static void *run_shuffle_exit(void *arg) {
+    sexit_t *j = (sexit_t *)arg;
+    const int W = j->W, R = j->R, RR = R * R, C = 64 * RR, K = 64 / j->G;
+    const long rowlen = (long)(W + 2 + SXP) * C;   /* padded at both ends; a last block reads past W */
+    float *ring = alloc_zeroed(sizeof(float) * 3 * rowlen);
+    float *out = alloc_zeroed(sizeof(float) * (size_t)(W + SXP) * 32);
+    if (!ring || !out) {
+        free(ring); free(out);
+        return FAILED;
+    }
+    int have[3] = {INT32_MIN, INT32_MIN, INT32_MIN};
+    for (int h = j->h0; h < j->h1; h++) {
+        for (int r = h - 1; r <= h + 1; r++) {
+            const int s = slot_of(r);
+            if (have[s] == r) continue;
+            have[s] = r;
+            float *row = ring + s * rowlen;
+            if (r < 0 || r >= j->H) { memset(row, 0, sizeof(float) * rowlen); continue; }
+            for (int w = 0; w < W; w++) {         /* [g][q][k] -> [q][g * K + k] */
+                const float *src = j->x + ((long)r * W + w) * j->xs;
+                float *dst = row + (long)(w + 1) * C;
+                for (int g = 0; g < j->G; g++)
+                    for (int q = 0; q < RR; q++)
+                        memcpy(dst + q * 64 + g * K, src + (long)(g * RR + q) * K, sizeof(float) * K);
+            }
+        }
+        const float *rows[3] = {ring + slot_of(h - 1) * rowlen, ring + slot_of(h) * rowlen,
+                                ring + slot_of(h + 1) * rowlen};
+        for (int x0 = 0; x0 < W; x0 += SXP) {
+            v16 acc[SXP][2];
+            for (int p = 0; p < SXP; p++) acc[p][0] = acc[p][1] = v_zero();
+            for (int ky = 0; ky < 3; ky++)
+                for (int kx = 0; kx < 3; kx++)
+                    for (int q = 0; q < RR; q++) {
+                        const int tq = (ky * 3 + kx) * RR + q;
+                        if (!j->mask[tq]) continue;
+                        const float *src = rows[ky] + (long)(x0 + kx) * C + q * 64;
+                        const float *wk = j->we + (long)tq * 64 * 32;
+                        for (int k = 0; k < 64; k++) {
+                            const v16 w0 = v_loadu(wk + k * 32), w1 = v_loadu(wk + k * 32 + 16);
+                            _Pragma("GCC unroll 16") for (int p = 0; p < SXP; p++) {
+                                const v16 b = v_set1(src[(long)p * C + k]);
+                                acc[p][0] = v_fmadd(b, w0, acc[p][0]);
+                                acc[p][1] = v_fmadd(b, w1, acc[p][1]);
+                            }
+                        }
+                    }
+            for (int p = 0; p < SXP; p++) {
+                v_storeu(out + (long)(x0 + p) * 32, acc[p][0]);
+                v_storeu(out + (long)(x0 + p) * 32 + 16, acc[p][1]);
+            }
+        }
+        for (int w = 0; w < W; w++)
+            for (int o = 0; o < 3; o++)
+                for (int a = 0; a < R; a++)
+                    for (int b = 0; b < R; b++)
+                        j->y[(long)(R * h + a) * j->sy + (long)(R * w + b) * j->sx + o * j->sc] =
+                            out[(long)w * 32 + o * RR + a * R + b] + j->be[o];
+    }
+    free(ring); free(out);
+    return NULL;
+}
+
+int srkit_shuffle_exit(const float *x, long xs, int H, int W, int G, int R, const float *we, const float *be,
+                       const unsigned char *mask, float *y, long sy, long sx, long sc, int nthreads) {
+    /* x rows are W pixels of xs floats apart; the output is 3 channels at R times the size, NHWC */
+    if ((G != 1 && G != 4) || (R != 2 && R != 3) || H < 1 || W < 1 || !x || !y || !we || !be || !mask ||
+        xs < 64L * R * R || sc != 1 || sx < 3 || sy < (long)R * W * sx)
+        return -1;
+    const int n = clamp_threads(nthreads, H);
+    sexit_t jobs[MAXTHREADS];
+    for (int t = 0; t < n; t++)
+        jobs[t] = (sexit_t){.x = x, .xs = xs, .H = H, .W = W, .G = G, .R = R, .we = we, .be = be, .mask = mask,
+                            .y = y, .sy = sy, .sx = sx, .sc = sc,
+                            .h0 = (int)((long)H * t / n), .h1 = (int)((long)H * (t + 1) / n)};
+    return parallel(run_shuffle_exit, jobs, sizeof(sexit_t), n);
 }
 
 /* ---- A cascade's 1x1 fusion: y = relu(W [x_0 .. x_{n-1}] + b) over n 64-channel blocks of the cascade

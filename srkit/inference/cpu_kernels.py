@@ -33,7 +33,7 @@ import torch.nn as nn
 _LIB: ctypes.CDLL | None | bool = None  # None: not looked for yet; False: not usable here
 _VARIANT = ""
 _WHY_NOT = ""
-_ABI = 4  # the functions and argument lists below; _cpu_kernels.c's ABI must match
+_ABI = 5  # the functions and argument lists below; _cpu_kernels.c's ABI must match
 VARIANTS = {"avx512": ("_cpu_kernels", ("AVX512", "AMX"), 1), "avx2": ("_cpu_kernels_avx2", ("AVX2", "AVX512", "AMX"), 2)}
 
 
@@ -49,7 +49,8 @@ def _load(path: Path, variant: int) -> ctypes.CDLL:
                        ("srkit_fuse1x1", [p, long, p, long, i, long, p, p, p, long, i]),
                        ("srkit_conv3x3", [p, long, i, i, i, p, p, i, p, long, i]),
                        ("srkit_wide_body", [p, long, p, long, i, i, i, p, p, p, p, p, p, p, i]),
-                       ("srkit_gconv3x3", [p, long, i, i, i, p, p, i, p, long, i])):
+                       ("srkit_gconv3x3", [p, long, i, i, i, p, p, i, p, long, i]),
+                       ("srkit_shuffle_exit", [p, long, i, i, i, i, p, p, p, p, long, long, long, i])):
         getattr(lib, name).argtypes = args
         getattr(lib, name).restype = i
     return lib
@@ -296,6 +297,55 @@ class StreamedTail(nn.Module):
                                            self.ba.data_ptr(), self.we.data_ptr(), self.be.data_ptr(),
                                            self.mask.data_ptr(), y[i].data_ptr(), y.stride(2), y.stride(3),
                                            y.stride(1), torch.get_num_threads()), "srkit_subpixel_tail")
+        return y
+
+
+class StreamedShuffleExit(nn.Module):
+    """``exit(pixel_shuffle(x, r))`` for ``x`` in the fast path's shuffle channel order
+    (``srkit.inference.fast.shuffle_order``, ``groups`` 1 or 4) and ``exit`` a 3x3 conv 64 -> 3, computed from
+    ``x`` itself: the shuffled 64-channel map (r^2 times the pixels) is never made. r is 2 or 3."""
+
+    def __init__(self, exit_w: torch.Tensor, exit_b: torch.Tensor, r: int, groups: int) -> None:
+        super().__init__()
+        e = exit_w.detach().float()
+        # the block of low-resolution tap (ky, kx) and phase (i, j) feeds output lane o * r^2 + a * r + b
+        we = torch.zeros(3, 3, r, r, 64, 32)
+        for a in range(r):
+            for b in range(r):
+                for dy in range(3):
+                    for dx in range(3):
+                        ky, i = divmod(a + dy - 1, r)
+                        kx, j = divmod(b + dx - 1, r)
+                        we[ky + 1, kx + 1, i, j, :, torch.arange(3) * r * r + a * r + b] += e[:, :, dy, dx].t()
+        we = we.reshape(9 * r * r, 64, 32)
+        self.register_buffer("we", we.reshape(-1).contiguous())
+        self.register_buffer("be", exit_b.detach().float().contiguous())
+        self.register_buffer("mask", (we != 0).flatten(1).any(1).to(torch.uint8).contiguous())
+        self.r, self.groups = r, groups
+        self.workspace = None  # set by srkit.inference.fast.prepare_fast
+
+    @classmethod
+    def from_conv(cls, exit_conv: nn.Module, r: int, groups: int) -> "StreamedShuffleExit | None":
+        """The kernel for ``exit_conv`` (an nn.Conv2d or a srkit.inference.fast.FusedConv without ReLU) after a
+        shuffle by ``r``, or None when the shapes do not fit."""
+        if r not in (2, 3) or groups not in (1, 4) or tuple(exit_conv.weight.shape) != (3, 64, 3, 3) \
+                or exit_conv.groups != 1 or not _plain_3x3(exit_conv) or getattr(exit_conv, "relu", False):
+            return None
+        return cls(exit_conv.weight, exit_conv.bias, r, groups)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor | None:
+        """The 3-channel output at r times ``x``'s size (channels_last), or None when the kernel cannot run."""
+        lib = _runnable(x, self.we)
+        xs = _pixel_stride(x)
+        r = self.r
+        if lib is None or xs is None or x.shape[1] != 64 * r * r:
+            return None
+        n, _, h, w = x.shape
+        y = _output((n, 3, r * h, r * w), self.workspace, x)
+        for i in range(n):
+            _check(lib.srkit_shuffle_exit(x[i].data_ptr(), xs, h, w, self.groups, r, self.we.data_ptr(),
+                                          self.be.data_ptr(), self.mask.data_ptr(), y[i].data_ptr(), y.stride(2),
+                                          y.stride(3), y.stride(1), torch.get_num_threads()), "srkit_shuffle_exit")
         return y
 
 

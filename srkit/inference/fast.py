@@ -9,7 +9,8 @@
 - weight normalization is baked into plain conv weights;
 - weights and activations are channels_last (NHWC) on the CPU, where oneDNN runs fastest in it;
 - with ``fuse=True`` (the default): a ``Fusion.CONV_RELU`` block and every conv + ReLU run as one oneDNN call
-  on the CPU, a ``Fusion.RESIDUAL_RELU`` block's last conv with its ``+ x`` and ReLU; cascades write every
+  on the CPU, a ``Fusion.RESIDUAL_RELU`` block's last conv with its ``+ x`` and ReLU, a
+  ``Fusion.SE_SCALED_RESIDUAL`` block's gate and scales as one per-channel factor; cascades write every
   block's output once into one NHWC buffer and run their 1x1 fusions as matrix products on its channel
   prefixes; pixel shuffle gathers whole channel runs because the conv before it emits its channels in
   shuffle order; where the model declares that its exit conv reads the upsampler's output as it is, the exit
@@ -35,9 +36,10 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-from srkit.core.layers import CascadeRunner, FastPath, Fusion, MeanShift, plain_cascade
+from srkit.core.layers import CascadeRunner, FastPath, Fusion, GlobalAvgPool, MeanShift, plain_cascade
 from srkit.inference import cpu_kernels
-from srkit.inference.cpu_kernels import StreamedConv3x3, StreamedResidual, StreamedTail, StreamedWideBody
+from srkit.inference.cpu_kernels import (StreamedConv3x3, StreamedResidual, StreamedShuffleExit, StreamedTail,
+                                          StreamedWideBody)
 
 # oneDNN's fused convolution (conv + post-ops), the kernel PyTorch's own CPU compiler emits; absent from
 # builds without oneDNN, where the fused modules run the plain ops.
@@ -243,7 +245,8 @@ class CascadeFuse(FusedConv, CascadeRunner):
         o, outs = x, []
         for i, (block, fuse) in enumerate(zip(blocks, fuses)):
             dst = buf[..., c * (i + 1):c * (i + 2)].permute(0, 3, 1, 2)
-            if not (isinstance(block, FusedResidual) and block.write_into(o, dst)):
+            write_into = getattr(block, "write_into", None)  # FusedResidual, SEScaledResidual
+            if not (write_into is not None and write_into(o, dst)):
                 dst.copy_(block(o))
             y = fuse.on_buffer(rows[:, :c * (i + 2)], first)
             if y is None and first is not None:  # declined after all: the buffer gets its first block now
@@ -285,6 +288,40 @@ class FusedResidual(nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.last(self.head(x), residual=x)
+
+
+class SEScaledResidual(nn.Module):
+    """``Fusion.SE_SCALED_RESIDUAL``: ``b * (gate(pool(b)) * res_scale) + x * x_scale`` for ``b = body(x)``,
+    the per-channel factors folded into one vector so that the map is read and written twice (a multiply, a
+    scaled add) instead of five times, and written straight into a cascade's buffer when it runs in one. The
+    pool is the model's own module, so a tiled forward still sees the whole image's means."""
+
+    def __init__(self, block: nn.Module) -> None:
+        super().__init__()
+        se = block.SE
+        if not isinstance(se.pool, GlobalAvgPool):
+            raise ValueError("SE_SCALED_RESIDUAL needs SE.pool to be a GlobalAvgPool")
+        self.body, self.pool, self.gate = block.body, se.pool, se.conv
+        self.res_scale = float(block.res_scale.scale.detach().reshape(()))
+        self.x_scale = float(block.x_scale.scale.detach().reshape(()))
+
+    def write_into(self, x: torch.Tensor, out: torch.Tensor) -> bool:
+        """``out.copy_(self(x))`` without the intermediate tensors; ``out`` must not overlap ``x``."""
+        b = self.body(x)
+        factor = self.gate(self.pool(b)) * self.res_scale
+        if self.x_scale == 1.0:
+            torch.addcmul(x, b, factor, out=out)
+        else:
+            torch.mul(b, factor, out=out)
+            out.add_(x, alpha=self.x_scale)
+        return True
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        b = self.body(x)
+        factor = self.gate(self.pool(b)) * self.res_scale
+        if self.x_scale == 1.0:
+            return torch.addcmul(x, b, factor)
+        return b.mul_(factor).add_(x, alpha=self.x_scale)  # b is this block's own temporary
 
 
 class _ShuffleNHWC(nn.Module):
@@ -369,6 +406,25 @@ class SubPixelTail(nn.Module):
         return self.exit(self.up(x))
 
 
+class ShuffleExit(nn.Module):
+    """A branch's last shuffle (by 3) and the model's exit conv after it: on a CPU where the streamed kernel
+    runs, the exit conv reads the conv's unshuffled output (``StreamedShuffleExit``) and the shuffled
+    64-channel map, 9 times the input's pixels, is never made; elsewhere the two modules as they are."""
+
+    def __init__(self, shuffle: "_ShuffleNHWC", exit_conv: FusedConv) -> None:
+        super().__init__()
+        self.shuffle, self.exit = shuffle, exit_conv
+        self.streamed = StreamedShuffleExit.from_conv(exit_conv, shuffle.r, shuffle.groups) \
+            if cpu_kernels.serves(exit_conv.weight) else None
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if self.streamed is not None:
+            y = self.streamed(x)
+            if y is not None:
+                return y
+        return self.exit(self.shuffle(x))
+
+
 def _shuffle_stages(seq: nn.Module) -> bool:
     """Whether ``seq`` is an upsampling branch of [conv, ReLU, PixelShuffle(r)] stages."""
     mods = list(seq) if isinstance(seq, nn.Sequential) else []
@@ -419,7 +475,10 @@ def _fuse_sequence(mods: list[nn.Module], nhwc: bool = True) -> list[nn.Module]:
             continue
         out.append(m)
         i += 1
-    return out
+    for k in range(len(out) - 1):  # a shuffle the x2 tail does not cover, then the exit conv: one module
+        if isinstance(out[k], _ShuffleNHWC) and isinstance(out[k + 1], FusedConv) and not out[k + 1].relu:
+            out[k:k + 2] = [ShuffleExit(out[k], out[k + 1]), None]
+    return [m for m in out if m is not None]
 
 
 class WideBody(nn.Module):
@@ -449,7 +508,10 @@ def _fuse(module: nn.Module, nhwc: bool) -> None:
             new: nn.Module = CascadeFuse(conv, True) if pointwise else FusedConv(conv, True)
         elif fusion is Fusion.RESIDUAL_RELU:
             new = FusedResidual(child.body)
-        elif isinstance(child, (FusedConv, SubPixelTail, SubPixelExit, WideBody)):
+        elif fusion is Fusion.SE_SCALED_RESIDUAL:
+            _fuse(child, nhwc)  # its body and gate first
+            new = SEScaledResidual(child)
+        elif isinstance(child, (FusedConv, SubPixelTail, SubPixelExit, WideBody, SEScaledResidual, ShuffleExit)):
             continue
         elif isinstance(child, nn.Sequential):
             _fuse(child, nhwc)

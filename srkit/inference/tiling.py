@@ -8,9 +8,10 @@ so that at real-valued scales every tile samples the same bicubic grid as the wh
 Models with global pooling (squeeze-excitation, a pooled global skip) need whole-image statistics:
 ``GlobalAvgPool`` layers take them from ``stat_passes`` preliminary passes over the tiles, each pass
 measuring every pooled mean over the cores (which partition the image) with the previous pass's means
-fixed. The statistics live in a context variable for the duration of the call, not in the modules. With
-one pass a tiled model with pooling stays within ``TILING_ATOL`` of the whole-image forward
-(srkit.core.tolerances, tested).
+fixed; a pass stops each tile's forward once every pool has recorded it (the layers after the last pool, the
+upsampler above all, cannot change the statistics). The statistics live in a context variable for the
+duration of the call, not in the modules. With one pass a tiled model with pooling stays within
+``TILING_ATOL`` of the whole-image forward (srkit.core.tolerances, tested).
 """
 from __future__ import annotations
 
@@ -18,7 +19,7 @@ from typing import Callable
 
 import torch
 
-from srkit.core.layers import POOL_STATS, GlobalAvgPool, PoolStats
+from srkit.core.layers import POOL_STATS, GlobalAvgPool, PoolStats, StatsComplete
 from srkit.core.resize import sr_size, tile_step
 
 
@@ -58,15 +59,18 @@ def forward_tiled(model: Callable, x: torch.Tensor, scale: float, tile: int | tu
     step = tile_step(scale)
     tiles = [(ty, tx) for ty in _axis_tiles(h, th, overlap, step) for tx in _axis_tiles(w, tw, overlap, step)]
     mods = getattr(model, "modules", None)
-    pooled = bool(mods) and any(isinstance(m, GlobalAvgPool) for m in mods())
-    stats = PoolStats()
+    pools = sum(isinstance(m, GlobalAvgPool) for m in mods()) if mods else 0
+    stats = PoolStats(pools=pools)
     token = POOL_STATS.set(stats)
     try:
-        for _ in range(stat_passes if pooled else 0):
+        for _ in range(stat_passes if pools else 0):
             stats.acc = {}
             for (cy0, cy1, wy0, wy1), (cx0, cx1, wx0, wx1) in tiles:
-                stats.core = (cy0 - wy0, cy1 - wy0, cx0 - wx0, cx1 - wx0)
-                model(x[..., wy0:wy1, wx0:wx1], scale)
+                stats.core, stats.seen = (cy0 - wy0, cy1 - wy0, cx0 - wx0, cx1 - wx0), set()
+                try:
+                    model(x[..., wy0:wy1, wx0:wx1], scale)
+                except StatsComplete:  # every pool has its sums for this tile: the upsampler need not run
+                    pass
             stats.fixed = {k: (v / (h * w)).float() for k, v in stats.acc.items()}
         stats.core = None
         out = None
