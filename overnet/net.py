@@ -6,7 +6,7 @@ import torch
 import torch.nn as nn
 
 from overnet.ops import LDG, BasicConv2d, Scale, WNConv2d
-from srkit.core.layers import FastPath, GlobalAvgPool, MeanShift, cascade, pixel_shuffle_stages
+from srkit.core.layers import BicubicResize, FastPath, GlobalAvgPool, MeanShift, cascade, pixel_shuffle_stages
 from srkit.core.resize import bicubic_resize, sr_size
 
 
@@ -35,7 +35,8 @@ class OverNet(nn.Module):
     ``group`` (groups of the upsampling conv, 4 in the paper). ``forward(x, scale)`` serves any real
     scale 1 < scale <= upscale; the output is ``sr_size(h, scale) x sr_size(w, scale)``."""
 
-    fast_path = FastPath(exit_conv="exit1")  # add_mean shifts exit1's output plus the skip
+    # add_mean shifts exit1's output plus the skip; the overscaling resize reads the upsampler's output as it is
+    fast_path = FastPath(exit_conv="exit1", upsampler="upsample", resize="overscale")
 
     def __init__(self, *, upscale: int = 3, group: int = 4, channels: int = 64) -> None:
         super().__init__()
@@ -51,6 +52,7 @@ class OverNet(nn.Module):
         self.reduction = BasicConv2d(channels * 3, channels)
         self.Global_skip = nn.Sequential(GlobalAvgPool(), nn.Conv2d(channels, channels, 1), nn.ReLU(inplace=True))
         self.upsample = _UpsampleBlock(channels, self.upscale, group)
+        self.overscale = BicubicResize()  # no weights: the authors' keys are unchanged
         self.exit1 = WNConv2d(channels, 3, 3, 1, 1)
         self.res_scale = Scale(1)
         self.x_scale = Scale(1)
@@ -65,7 +67,6 @@ class OverNet(nn.Module):
         outs = cascade(x, [self.GDG1, self.GDG2, self.GDG3], [self.reduction1, self.reduction2, self.reduction3])
         feat = self.reduction(torch.cat(outs, dim=1))
         feat = self.res_scale(feat) + self.x_scale(self.Global_skip(x))
-        feat = self.upsample(feat)                                    # (upscale)x
-        feat = bicubic_resize(feat, out_hw, scale / self.upscale)     # overscaled -> scale x
+        feat = self.overscale(self.upsample(feat), out_hw, scale / self.upscale)  # (upscale)x -> scale x
         skip = bicubic_resize(skip, out_hw, scale)
         return self.add_mean(self.exit1(feat) + skip)

@@ -78,6 +78,14 @@ def test_fast_path_fuses_what_it_claims():
     assert not any(isinstance(m, (torch.nn.PixelShuffle, torch.nn.ReLU)) for m in prepare_fast(CARN()).modules())
     portable = _fused_parts(prepare_fast(CARN(), fuse=False))
     assert sum(portable.values()) == 0
+    # OverNet declares its overscaling resize (FastPath.resize): the last shuffle moves into it, so that a CPU
+    # with the streamed kernels never makes the overscaled map; its first x2 stage keeps its shuffle at x4
+    from srkit.inference.fast import ShuffleResize
+    for upscale, shuffles in ((3, 0), (4, 1), (5, 0)):
+        fast = prepare_fast(OverNet(upscale=upscale))
+        assert isinstance(fast.overscale, ShuffleResize) and _fused_parts(fast)["shuffle"] == 1 + shuffles
+        assert (fast.overscale.streamed is not None) == cpu_kernels.available()
+    assert not isinstance(prepare_fast(OverNet(), fuse=False).overscale, ShuffleResize)
 
 
 @pytest.mark.parametrize("groups,r", [(1, 2), (4, 2), (1, 3), (4, 3)])

@@ -1,4 +1,4 @@
-"""srkit.inference.cpu_kernels: the streamed residual block, x2 tail and cascade fusion against float64 references, at
+"""srkit.inference.cpu_kernels: the streamed residual block, x2 tail, shuffles and cascade fusion against float64 references, at
 odd sizes, thread counts, batch sizes and strided destinations, for both builds (AVX-512 and AVX2, forced);
 and where they must decline to run, in Python and in C."""
 from __future__ import annotations
@@ -14,9 +14,9 @@ import torch.nn.functional as F
 
 from carn.blocks import EResidualBlock, ResidualBlock
 from srkit.inference import cpu_kernels
-from srkit.inference.cpu_kernels import (StreamedConv3x3, StreamedResidual, StreamedShuffleExit, StreamedTail,
-                                          StreamedWideBody, fuse1x1,
-                                          pack_fuse)
+from srkit.inference.cpu_kernels import (StreamedConv3x3, StreamedResidual, StreamedShuffleExit,
+                                          StreamedShuffleResize, StreamedTail, StreamedWideBody, fuse1x1, pack_fuse)
+from srkit.core.resize import bicubic_resize, bicubic_taps
 from srkit.inference.fast import SubPixelExit
 from srkit.core.tolerances import FAST_PATH_ATOL
 
@@ -165,6 +165,33 @@ def test_streamed_shuffle_exit_equals_the_exit_conv_of_the_shuffled_map(r, group
 
 
 @needs_kernels
+@pytest.mark.parametrize("groups", [1, 4])
+@pytest.mark.parametrize("r", [2, 3, 4, 5])
+def test_streamed_shuffle_resize_equals_the_resize_of_the_shuffled_map(r, groups):
+    """A pixel shuffle and the bicubic resize after it in one pass (OverNet's overscaled map brought to the
+    asked scale) equals bicubic_resize(pixel_shuffle(y)) in float64, at every size (edge taps included), at
+    down-factors from just under 1 to 0.5, in a batch of two, written into a strided destination's rows."""
+    from srkit.inference.fast import shuffle_order
+    torch.manual_seed(5)
+    order = shuffle_order(64, r, groups)
+    streamed = StreamedShuffleResize(r, groups)
+    for h, w in SIZES[:5]:
+        y = _nhwc(2, 64 * r * r, h, w)
+        emitted = y[:, order].contiguous(memory_format=torch.channels_last)
+        for scale in (r - 0.25, r * 0.8, r / 2 + 0.1):
+            out_hw = (max(1, int(h * scale)), max(1, int(w * scale)))
+            with torch.inference_mode():
+                got = streamed(emitted, out_hw, scale / r)
+            want = bicubic_resize(F.pixel_shuffle(y.double(), r), out_hw, scale / r)
+            assert got.shape == (2, 64, *out_hw) and got.is_contiguous(memory_format=torch.channels_last)
+            assert (got - want).abs().max().item() <= FAST_PATH_ATOL, (h, w, scale)
+    assert streamed(emitted[:, :64], out_hw, 0.5) is None      # not 64 r^2 channels
+    assert StreamedShuffleResize(r, 2)(emitted, out_hw, 0.5) is None  # groups it does not serve
+    emitted.requires_grad_(True)
+    assert streamed(emitted, out_hw, 0.5) is None               # gradients on
+
+
+@needs_kernels
 @pytest.mark.parametrize("relu", [True, False])
 @pytest.mark.parametrize("groups,out", [(1, 192), (4, 576), (4, 256), (4, 64)])
 def test_streamed_conv3x3_equals_the_conv(relu, groups, out):
@@ -262,6 +289,20 @@ def test_the_c_side_refuses_strides_and_sizes_it_does_not_serve():
     assert shuffle_exit(576, 4, 36) == -1   # a shuffle factor it does not serve
     assert shuffle_exit(576, 3, 30) == -1   # output rows shorter than 3 x 4 pixels
     assert bool((big == 7).all())
+    (iy, wy), (ix, wx) = bicubic_taps(6, 8, 0.75), bicubic_taps(6, 8, 0.75)
+    iy, ix, wy, wx = iy.int(), ix.int(), wy.float(), wx.float()
+    far = ix.clone()
+    far[-1, -1] = 8  # one column past the 2 x 4 shuffled pixels
+    resized = torch.full((6, 6, 64), 7.0)
+    wide = torch.zeros(4, 4, 256)
+    shuffle_resize = lambda xs, r, cols: lib.srkit_shuffle_resize(  # noqa: E731
+        wide.data_ptr(), xs, 4, 4, 1, r, 6, 6, iy.data_ptr(), wy.data_ptr(), cols.data_ptr(), wx.data_ptr(),
+        resized.data_ptr(), 6 * 64, 64, 1)
+    assert shuffle_resize(64, 2, ix) == -1     # a pixel stride shorter than the 256 channels read
+    assert shuffle_resize(256, 2, far) == -1   # a tap outside the shuffled map
+    assert shuffle_resize(256, 1, ix) == -1    # a shuffle factor it does not serve
+    assert bool((resized == 7).all())
+    assert shuffle_resize(256, 2, ix) == 0 and not bool((resized == 7).any())
 
 
 @needs_kernels

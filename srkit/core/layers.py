@@ -23,6 +23,8 @@ from typing import Callable, Sequence
 import torch
 import torch.nn as nn
 
+from srkit.core.resize import bicubic_resize
+
 
 @dataclass(frozen=True)
 class FastPath:
@@ -34,9 +36,22 @@ class FastPath:
     (``self.<exit_conv>(self.<upsampler>(x, ...))``, nothing in between). The fast path then moves the exit conv
     into every branch of the upsampler (an ``nn.Sequential`` of ``[conv, ReLU, PixelShuffle(r)]`` stages,
     see :func:`pixel_shuffle_stages`) and runs a branch's last x2 stage with the exit as one sub-pixel conv.
+    ``resize``: instead, the name of a :class:`BicubicResize` that reads the upsampler's output as it is
+    (``self.<resize>(self.<upsampler>(x), ...)``; the exit conv comes later). The fast path then hands the
+    resize the upsampler's output before its last pixel shuffle, and runs the shuffle and the resize as one:
+    the shuffled map, the largest tensor of an overscaling model, is never made.
     """
     exit_conv: str | None = None
     upsampler: str | None = None
+    resize: str | None = None
+
+
+class BicubicResize(nn.Module):
+    """:func:`srkit.core.resize.bicubic_resize` as a module (no weights), so that a model can declare it
+    (``FastPath.resize``): ``forward(x, out_hw, factor)``."""
+
+    def forward(self, x: torch.Tensor, out_hw: tuple[int, int], factor: float) -> torch.Tensor:
+        return bicubic_resize(x, out_hw, factor)
 
 
 class Fusion(enum.Enum):

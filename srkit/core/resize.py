@@ -35,9 +35,9 @@ def bicubic_resize(x: torch.Tensor, out_hw: tuple[int, int], factor: float) -> t
     return torch._C._nn.upsample_bicubic2d(x, list(out_hw), False, float(factor), float(factor))
 
 
-def bicubic_matrix(n_out: int, n_in: int, factor: float) -> torch.Tensor:
-    """R (float64, [n_out, n_in]) with resize(v) = R v along one axis: PyTorch's bicubic weights (a = -0.75) at
-    source coordinate (d + 0.5) / factor - 0.5, taps clamped to the edge."""
+def bicubic_taps(n_out: int, n_in: int, factor: float) -> tuple[torch.Tensor, torch.Tensor]:
+    """The 4 input indices (int64, clamped to the edge) and weights (float64) of each of ``n_out`` outputs
+    along one axis: PyTorch's bicubic (a = -0.75) at source coordinate (d + 0.5) / factor - 0.5."""
     a = -0.75
     d = torch.arange(n_out, dtype=torch.float64)
     src = (d + 0.5) / factor - 0.5
@@ -51,6 +51,12 @@ def bicubic_matrix(n_out: int, n_in: int, factor: float) -> torch.Tensor:
         return ((a * v - 5 * a) * v + 8 * a) * v - 4 * a
     weights = torch.stack([far(t + 1), near(t), near(1 - t), far(2 - t)], 1)
     idx = (i0.long()[:, None] + torch.arange(-1, 3)[None, :]).clamp(0, n_in - 1)
+    return idx, weights
+
+
+def bicubic_matrix(n_out: int, n_in: int, factor: float) -> torch.Tensor:
+    """R (float64, [n_out, n_in]) with resize(v) = R v along one axis (:func:`bicubic_taps` as a matrix)."""
+    idx, weights = bicubic_taps(n_out, n_in, factor)
     r = torch.zeros(n_out, n_in, dtype=torch.float64)
     r.scatter_add_(1, idx, weights)
     return r

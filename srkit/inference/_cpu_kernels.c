@@ -15,6 +15,7 @@ on a 2-core Xeon (AVX-512), 640x360, alone: a grouped residual block (groups 4, 
 - srkit_subpixel_tail: the last x2 upsampling conv + ReLU + the sub-pixel exit conv + pixel shuffle, with
   the 256-channel map in a ring of three rows instead of memory.
 - srkit_shuffle_exit: the exit conv after an x3 pixel shuffle, read from the unshuffled map.
+- srkit_shuffle_resize: a pixel shuffle and the bicubic resize after it (an overscaling model), as one pass.
 - srkit_fuse1x1: a cascade's 1x1 fusion over the buffer's 64-channel blocks, bias and ReLU in the store.
 - srkit_conv3x3: any other dense 3x3 conv from 64 channels to 64 n, + bias (+ ReLU), by rows.
 - srkit_gconv3x3: a grouped 3x3 conv, 4 groups of 16 channels to 16 m outputs each, + bias (+ ReLU), by rows.
@@ -38,7 +39,7 @@ it does not serve. */
 #include <string.h>
 
 #define MAX3 4        /* most 3x3 convs in one body */
-#define ABI 5         /* bump with any change of the exported functions (srkit/inference/cpu_kernels.py: _ABI) */
+#define ABI 6         /* bump with any change of the exported functions (srkit/inference/cpu_kernels.py: _ABI) */
 
 /* The version of the exported functions' arguments: a library built from older source is not called. */
 int srkit_kernels_abi(void) { return ABI; }
@@ -708,6 +709,68 @@ int srkit_shuffle_exit(const float *x, long xs, int H, int W, int G, int R, cons
                             .y = y, .sy = sy, .sx = sx, .sc = sc,
                             .h0 = (int)((long)H * t / n), .h1 = (int)((long)H * (t + 1) / n)};
     return parallel(run_shuffle_exit, jobs, sizeof(sexit_t), n);
+}
+
+/* ---- Pixel shuffle by R, then a bicubic resize, as one pass (an overscaling model's upsampler output) ----
+   x: the upsampling conv's output at the low resolution (H x W, pixel stride xs), 64 R^2 channels in the fast
+   path's shuffle order [G][R^2 phases][64/G]. Output pixel (Y, X), channel c = g * 64/G + k: the sum over 4 x 4
+   taps of wy[Y][t] wx[X][u] shuffled[iy[Y][t]][ix[X][u]][c], where shuffled pixel (y, x) is low-resolution
+   pixel (y / R, x / R), phase (y % R) * R + x % R. The taps (edge-clamped indices and weights) come from the
+   caller (srkit.core.resize.bicubic_taps). The shuffled map, R^2 times the input's pixels, is never made. */
+typedef struct {
+    const float *x; long xs;
+    int H, W, G, R, Ho, Wo;
+    const int *iy, *ix; const float *wy, *wx;   /* [Ho][4], [Wo][4] */
+    float *y; long sy, sx;                      /* output pixel (Y, X) channel c at y + Y * sy + X * sx + c */
+    int h0, h1;
+} sresize_t;
+
+static void *run_shuffle_resize(void *arg) {
+    sresize_t *j = (sresize_t *)arg;
+    const int R = j->R, RR = R * R, K = 64 / j->G, KV = K / 16, W = j->W;
+    for (int Y = j->h0; Y < j->h1; Y++) {
+        const float *rowp[4]; int pa[4];
+        for (int t = 0; t < 4; t++) {
+            const int yy = j->iy[Y * 4 + t];
+            rowp[t] = j->x + (long)(yy / R) * W * j->xs;
+            pa[t] = (yy % R) * R;
+        }
+        for (int X = 0; X < j->Wo; X++) {
+            v16 acc[4] = {v_zero(), v_zero(), v_zero(), v_zero()};
+            for (int t = 0; t < 4; t++) {
+                const float wyt = j->wy[Y * 4 + t];
+                for (int u = 0; u < 4; u++) {
+                    const int xx = j->ix[X * 4 + u];
+                    const v16 w = v_set1(wyt * j->wx[X * 4 + u]);
+                    const float *px = rowp[t] + (long)(xx / R) * j->xs + (long)(pa[t] + xx % R) * K;
+                    for (int g = 0; g < j->G; g++)
+                        for (int m = 0; m < KV; m++)
+                            acc[g * KV + m] = v_fmadd(w, v_loadu(px + (long)g * RR * K + m * 16), acc[g * KV + m]);
+                }
+            }
+            float *dst = j->y + (long)Y * j->sy + (long)X * j->sx;
+            for (int v = 0; v < 4; v++) v_storeu(dst + v * 16, acc[v]);
+        }
+    }
+    return NULL;
+}
+
+int srkit_shuffle_resize(const float *x, long xs, int H, int W, int G, int R, int Ho, int Wo, const int *iy,
+                         const float *wy, const int *ix, const float *wx, float *y, long sy, long sx, int nthreads) {
+    if ((G != 1 && G != 4) || R < 2 || R > 8 || H < 1 || W < 1 || Ho < 1 || Wo < 1 || !x || !y || !iy || !ix ||
+        !wy || !wx || xs < 64L * R * R || sx < 64 || sy < (long)Wo * sx)
+        return -1;
+    for (int i = 0; i < Ho * 4; i++)   /* every tap inside the shuffled map: it is read, not clamped, here */
+        if (iy[i] < 0 || iy[i] >= H * R) return -1;
+    for (int i = 0; i < Wo * 4; i++)
+        if (ix[i] < 0 || ix[i] >= W * R) return -1;
+    const int n = clamp_threads(nthreads, Ho);
+    sresize_t jobs[MAXTHREADS];
+    for (int t = 0; t < n; t++)
+        jobs[t] = (sresize_t){.x = x, .xs = xs, .H = H, .W = W, .G = G, .R = R, .Ho = Ho, .Wo = Wo, .iy = iy,
+                              .ix = ix, .wy = wy, .wx = wx, .y = y, .sy = sy, .sx = sx,
+                              .h0 = (int)((long)Ho * t / n), .h1 = (int)((long)Ho * (t + 1) / n)};
+    return parallel(run_shuffle_resize, jobs, sizeof(sresize_t), n);
 }
 
 /* ---- A cascade's 1x1 fusion: y = relu(W [x_0 .. x_{n-1}] + b) over n 64-channel blocks of the cascade

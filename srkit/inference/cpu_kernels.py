@@ -30,10 +30,12 @@ from pathlib import Path
 import torch
 import torch.nn as nn
 
+from srkit.core.resize import bicubic_taps
+
 _LIB: ctypes.CDLL | None | bool = None  # None: not looked for yet; False: not usable here
 _VARIANT = ""
 _WHY_NOT = ""
-_ABI = 5  # the functions and argument lists below; _cpu_kernels.c's ABI must match
+_ABI = 6  # the functions and argument lists below; _cpu_kernels.c's ABI must match
 VARIANTS = {"avx512": ("_cpu_kernels", ("AVX512", "AMX"), 1), "avx2": ("_cpu_kernels_avx2", ("AVX2", "AVX512", "AMX"), 2)}
 
 
@@ -50,7 +52,8 @@ def _load(path: Path, variant: int) -> ctypes.CDLL:
                        ("srkit_conv3x3", [p, long, i, i, i, p, p, i, p, long, i]),
                        ("srkit_wide_body", [p, long, p, long, i, i, i, p, p, p, p, p, p, p, i]),
                        ("srkit_gconv3x3", [p, long, i, i, i, p, p, i, p, long, i]),
-                       ("srkit_shuffle_exit", [p, long, i, i, i, i, p, p, p, p, long, long, long, i])):
+                       ("srkit_shuffle_exit", [p, long, i, i, i, i, p, p, p, p, long, long, long, i]),
+                       ("srkit_shuffle_resize", [p, long, i, i, i, i, i, i, p, p, p, p, p, long, long, i])):
         getattr(lib, name).argtypes = args
         getattr(lib, name).restype = i
     return lib
@@ -346,6 +349,36 @@ class StreamedShuffleExit(nn.Module):
             _check(lib.srkit_shuffle_exit(x[i].data_ptr(), xs, h, w, self.groups, r, self.we.data_ptr(),
                                           self.be.data_ptr(), self.mask.data_ptr(), y[i].data_ptr(), y.stride(2),
                                           y.stride(3), y.stride(1), torch.get_num_threads()), "srkit_shuffle_exit")
+        return y
+
+
+class StreamedShuffleResize(nn.Module):
+    """``bicubic_resize(pixel_shuffle(x, r), out_hw, factor)`` (srkit.core.resize) for ``x`` in the fast path's
+    shuffle channel order (``srkit.inference.fast.shuffle_order``, ``groups`` 1 or 4, 64 channels after the
+    shuffle), in one pass: the shuffled map (r^2 times the pixels) is never made."""
+
+    def __init__(self, r: int, groups: int) -> None:
+        super().__init__()
+        self.r, self.groups = r, groups
+        self.workspace = None  # set by srkit.inference.fast.prepare_fast
+
+    def forward(self, x: torch.Tensor, out_hw: tuple[int, int], factor: float) -> torch.Tensor | None:
+        """The resized 64-channel map (channels_last), or None when the kernel cannot run."""
+        lib = _runnable(x)
+        xs = _pixel_stride(x)
+        r = self.r
+        if lib is None or xs is None or x.shape[1] != 64 * r * r or not 2 <= r <= 8 or self.groups not in (1, 4):
+            return None
+        n, _, h, w = x.shape
+        (iy, wy), (ix, wx) = (bicubic_taps(o, i * r, factor) for o, i in zip(out_hw, (h, w)))
+        iy, ix = iy.to(torch.int32).contiguous(), ix.to(torch.int32).contiguous()
+        wy, wx = wy.float().contiguous(), wx.float().contiguous()
+        y = _output((n, 64, *out_hw), self.workspace, x)
+        for i in range(n):
+            _check(lib.srkit_shuffle_resize(x[i].data_ptr(), xs, h, w, self.groups, r, out_hw[0], out_hw[1],
+                                            iy.data_ptr(), wy.data_ptr(), ix.data_ptr(), wx.data_ptr(),
+                                            y[i].data_ptr(), y.stride(2), y.stride(3), torch.get_num_threads()),
+                   "srkit_shuffle_resize")
         return y
 
 

@@ -36,10 +36,11 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-from srkit.core.layers import CascadeRunner, FastPath, Fusion, GlobalAvgPool, MeanShift, plain_cascade
+from srkit.core.layers import (BicubicResize, CascadeRunner, FastPath, Fusion, GlobalAvgPool, MeanShift,
+                                plain_cascade)
 from srkit.inference import cpu_kernels
-from srkit.inference.cpu_kernels import (StreamedConv3x3, StreamedResidual, StreamedShuffleExit, StreamedTail,
-                                          StreamedWideBody)
+from srkit.inference.cpu_kernels import (StreamedConv3x3, StreamedResidual, StreamedShuffleExit,
+                                          StreamedShuffleResize, StreamedTail, StreamedWideBody)
 
 # oneDNN's fused convolution (conv + post-ops), the kernel PyTorch's own CPU compiler emits; absent from
 # builds without oneDNN, where the fused modules run the plain ops.
@@ -425,6 +426,36 @@ class ShuffleExit(nn.Module):
         return self.exit(self.shuffle(x))
 
 
+class ShuffleResize(nn.Module):
+    """A declared resize (``FastPath.resize``) given the upsampler's output before its last pixel shuffle: on
+    a CPU where the streamed kernel runs, the shuffle and the bicubic resize as one pass
+    (``StreamedShuffleResize``: the shuffled map is never made); elsewhere the shuffle, then the resize."""
+
+    def __init__(self, shuffle: "_ShuffleNHWC", resize: nn.Module, streamed: StreamedShuffleResize | None) -> None:
+        super().__init__()
+        self.shuffle, self.resize, self.streamed = shuffle, resize, streamed
+
+    def forward(self, x: torch.Tensor, out_hw: tuple[int, int], factor: float) -> torch.Tensor:
+        if self.streamed is not None:
+            y = self.streamed(x, out_hw, factor)
+            if y is not None:
+                return y
+        return self.resize(self.shuffle(x), out_hw, factor)
+
+
+def _shuffle_into_resize(fast: nn.Module, name: str, upsampler: nn.Module) -> None:
+    """Hand the declared resize ``name`` the upsampler's output before its last shuffle (one branch only)."""
+    branches = [m for m in upsampler.modules() if isinstance(m, nn.Sequential)]
+    if len(branches) != 1 or len(branches[0]) < 2 or not isinstance(branches[0][-1], _ShuffleNHWC):
+        return
+    seq = branches[0]
+    shuffle, conv = seq[-1], seq[-2]
+    del seq[len(seq) - 1]
+    streamed = StreamedShuffleResize(shuffle.r, shuffle.groups) \
+        if isinstance(conv, FusedConv) and cpu_kernels.serves(conv.weight) else None
+    setattr(fast, name, ShuffleResize(shuffle, getattr(fast, name), streamed))
+
+
 def _shuffle_stages(seq: nn.Module) -> bool:
     """Whether ``seq`` is an upsampling branch of [conv, ReLU, PixelShuffle(r)] stages."""
     mods = list(seq) if isinstance(seq, nn.Sequential) else []
@@ -564,7 +595,8 @@ def prepare_fast(model: nn.Module, half: torch.dtype | None = None, fuse: bool =
     if isinstance(getattr(fast, "sub_mean", None), MeanShift):
         fast.sub_mean = _Subtract(fast.sub_mean)
     upsampler = getattr(fast, spec.upsampler, None) if spec.upsampler else None
-    if fuse and isinstance(upsampler, nn.Module) and isinstance(exit_conv, nn.Conv2d) \
+    resize = getattr(fast, spec.resize, None) if spec.resize else None
+    if fuse and resize is None and isinstance(upsampler, nn.Module) and isinstance(exit_conv, nn.Conv2d) \
             and exit_conv.kernel_size == (3, 3) and exit_conv.padding == (1, 1) and exit_conv.groups == 1 \
             and _move_exit_into_branches(upsampler, exit_conv):
         setattr(fast, spec.exit_conv, nn.Identity())
@@ -572,6 +604,8 @@ def prepare_fast(model: nn.Module, half: torch.dtype | None = None, fuse: bool =
         nhwc = nhwc_for(next(iter(model.parameters()), torch.empty(0)).device, half)
     if fuse:
         _fuse(fast, nhwc)
+        if isinstance(resize, BicubicResize) and isinstance(upsampler, nn.Module):
+            _shuffle_into_resize(fast, spec.resize, upsampler)
     if nhwc:
         fast = fast.to(memory_format=torch.channels_last)
     fast.workspace = Workspace()
