@@ -21,7 +21,7 @@ from torch.utils._pytree import tree_leaves
 
 from srkit.core.resize import tile_step
 
-CPU_SHARE, CPU_CAP = 0.5, 4 * 2**30       # of MemAvailable, and at most this per tile
+CPU_SHARE, CPU_CAP = 0.5, 3 * 2**30       # of MemAvailable, and at most this per tile
 CUDA_SHARE = 0.6                          # of the device's free memory
 PROBES = (32, 64)                         # LR sides of the two probe inputs
 
