@@ -17,8 +17,34 @@ ROOT = Path(__file__).resolve().parents[1]
 PERF = ROOT / "assets" / "perf"
 PAGE = ROOT / "docs" / "performance.md"
 
-# Why a cell trails a peer where it does (configuration label prefix, model, scale) -> the reason, measured.
-TRAILING: dict[tuple[str, str, float], str] = {}
+# Why the project trails a peer where it does, measured: (configuration label prefix, None, None) -> the reason
+# for every trailing cell of that run; (label prefix, model, scale) -> what adds to it in one cell.
+TRAILING: dict[tuple[str, str | None, float | None], str] = {
+    ("API defaults, streamed kernels off", None, None):
+        "oneDNN only, the configuration the streamed kernels were written to replace. Every conv is then one "
+        "library call that reads and writes a whole 64-channel map (59 MB at 640x360), and PyTorch's oneDNN "
+        "binding copies a strided input or output first, so each block output is copied into the cascade "
+        "buffer; the peers plan the whole graph's memory. Measured alone at 640x360, a residual-E block takes "
+        "150-170 ms as oneDNN calls against 44-55 ms streamed, CARN-M's tail 267-285 ms against 87-104 ms "
+        "([fast-path.md](fast-path.md#the-streamed-cpu-kernels)).",
+    ("API defaults, streamed kernels off", "overnet_x4", 2.0):
+        "beyond that, without the one-pass shuffle and resize the 1.5 GB overscaled map is made: the forward's "
+        "working set (3.6 GiB) exceeds the 3 GiB tile budget, so the image runs as two tiles plus the pass that "
+        "gathers OverNet's pooled statistics.",
+    ("API defaults, AVX2 kernels forced", None, None):
+        "the AVX2 build forced on an AVX-512 CPU: the project gives up half its vector width while ONNX Runtime "
+        "and OpenVINO keep their AVX-512 kernels. On an AVX2-only CPU they lose that width too. Against oneDNN "
+        "held to AVX2 (`ONEDNN_MAX_CPU_ISA=AVX2`, the engine OpenVINO builds on), the API with the AVX2 kernels "
+        "took, over two runs each at 1280x720 output: CARN-M x2 1.20-1.22 s against 1.90-1.96 s, x3 0.71-0.76 s "
+        "against 0.86-0.89 s; CARN x2 1.84-1.88 s against 2.97-3.05 s, x3 1.05-1.08 s against 1.42-1.50 s.",
+}
+
+
+def _reason(label: str, model: str | None, scale: float | None) -> str | None:
+    """The TRAILING entry for a cell of the run labelled ``label`` (``model`` and ``scale`` None: the run's
+    general reason); a cell's own entry, if any, else None."""
+    key = next((k for k in TRAILING if label.startswith(k[0]) and k[1] == model and k[2] == scale), None)
+    return TRAILING[key] if key else None
 
 
 def _cell(row: dict) -> str:
@@ -28,7 +54,7 @@ def _cell(row: dict) -> str:
 def _machine(m: dict) -> str:
     parts = [m.get("cpu", "CPU"), f"ISA {m.get('isa')}", f"{m.get('threads')} threads", f"torch {m.get('torch')}",
              f"ONNX Runtime {m.get('onnxruntime', '-')}", f"OpenVINO {m.get('openvino', '-')}",
-             f"streamed kernels: {m.get('kernels')}"]
+             f"streamed kernels this CPU runs: {m.get('kernels')}"]
     return f"{m.get('date', '')[:10]}, " + ", ".join(parts)
 
 
@@ -59,7 +85,7 @@ def peers_tables(runs: list[dict]) -> list[str]:
     others = [r for r in runs if not (r.get("project") == "api" and r.get("kernels") == "auto")]
     for r in others:
         sides = [s for s in ("onnxruntime", "openvino") if f"{s}_ms" in r["rows"][0]]
-        out += [f"## {r['label']}", "", f"Kernels `{r['kernels']}`, project `{r['project']}`; "
+        out += [f"## {r['label']}", "", f"Kernels used `{r['kernels']}`, project `{r['project']}`; "
                 f"{_machine(r['machine'])}.", "",
                 "| model | scale | project ms | " + " | ".join(f"{s} ms | vs {s}" for s in sides) + " |",
                 "|---|---|---|" + "---|---|" * len(sides)]
@@ -69,12 +95,12 @@ def peers_tables(runs: list[dict]) -> list[str]:
                 f"{row[f'{s}_ms']:.0f} | {row[f'project_vs_{s}']:.2f}x" for s in sides) + " |")
             for s in sides:
                 if row[f"project_vs_{s}"] < 1:
-                    why = next((v for (label, m, sc), v in TRAILING.items()
-                                if r["label"].startswith(label) and m == row["model"] and sc == row["scale"]), None)
+                    why = _reason(r["label"], row["model"], row["scale"])
                     trailing.append(f"- {_cell(row)} trails {s} ({row[f'project_vs_{s}']:.2f}x)" +
                                     (f": {why}" if why else ""))
-        out += ["", *(["Where the project trails:", "", *trailing] if trailing else
-                      ["The project leads every peer in every cell of this run."]), ""]
+        general = _reason(r["label"], None, None)
+        out += ["", *([f"Where the project trails, and why: {general or 'not yet explained.'}", "", *trailing]
+                      if trailing else ["The project leads every peer in every cell of this run."]), ""]
     return out
 
 
@@ -82,7 +108,8 @@ def tiles_table(t: dict) -> list[str]:
     out = ["## The default tiles against the whole image", "",
            "`python scripts/bench_inference.py --tiles --all_cells --json ...`: the API's default tile choice "
            "against `tile=0` (the whole image) in one process, taking turns; 1280x720 output, median of "
-           f"{t['runs']}. {_machine(t['machine'])}.", "",
+           f"{t['runs']}. Where the default chooses the whole image, both columns do the same work and their "
+           f"difference is this machine's run-to-run noise. {_machine(t['machine'])}.", "",
            "| model | scale | tiles chosen | default ms | whole image ms | cost |", "|---|---|---|---|---|---|"]
     for row in t["rows"]:
         out.append(f"| {row['model']} | x{row['scale']:g} | {row['tiles']} | {row['default_ms']:.0f} | "
