@@ -11,6 +11,7 @@ import torch
 import torch.nn as nn
 
 from srkit.core.atomic import atomic_write
+from srkit.core.text import a
 
 
 class CheckpointError(ValueError):
@@ -34,7 +35,7 @@ def read_checkpoint(path: str | os.PathLike) -> tuple[dict[str, torch.Tensor], d
         why = str(e).splitlines()[0][:200] if str(e) else ""
         raise CheckpointError(f"{path}: not a loadable PyTorch checkpoint ({type(e).__name__}: {why})") from None
     if not isinstance(obj, Mapping):
-        raise CheckpointError(f"{path}: holds a {type(obj).__name__}, not a state dict")
+        raise CheckpointError(f"{path}: holds {a(type(obj).__name__)}, not a state dict")
     extra: dict[str, Any] = {}
     # some authors' files (and our step files), our weights files, other trainers
     for key in ("model_state_dict", "state_dict", "model"):
@@ -45,7 +46,7 @@ def read_checkpoint(path: str | os.PathLike) -> tuple[dict[str, torch.Tensor], d
     sd = {}
     for k, v in obj.items():
         if not isinstance(v, torch.Tensor):
-            raise CheckpointError(f"{path}: entry {k!r} is a {type(v).__name__}, not a tensor")
+            raise CheckpointError(f"{path}: entry {k!r} is {a(type(v).__name__)}, not a tensor")
         sd[k[len("module."):] if k.startswith("module.") else k] = v
     return sd, extra
 

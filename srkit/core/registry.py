@@ -34,6 +34,8 @@ from typing import Any, Callable, Iterable, Mapping, Sequence
 import torch
 import torch.nn as nn
 
+from srkit.core.text import a
+
 ENTRY_POINT_GROUP = "srkit.families"
 
 
@@ -152,7 +154,7 @@ class Family:
         another type than declared (``"4"`` or ``4.0`` for an int, ``1`` for a bool), an unknown field, a value
         outside the flag's choices, an unknown model."""
         if not isinstance(arch, Mapping):
-            raise ArchError(f"'arch' is a {type(arch).__name__}, not an object of architecture flags")
+            raise ArchError(f"'arch' is {a(type(arch).__name__)}, not an object of architecture flags")
         fields, choices = self.arch_fields(), {f.name: f.choices for f in self.flags if f.choices}
         out = {}
         for k, v in arch.items():

@@ -132,7 +132,7 @@ def model_scale_for(fam: Family, arch: dict, scale: float) -> float:
     may serve real scales), else the nearest served scale above it (the output is then brought
     down with the MATLAB-compatible imresize). ValueError when there is none."""
     if scale <= 1:
-        raise ValueError(f"x{scale:g}: an output scale is above 1")
+        raise ValueError(f"x{scale:g} is not an upscaling factor: give an output scale above 1")
     if fam.check_scale(arch, scale) is None:
         return scale
     above = [x for x in fam.served_scales(arch) if x >= scale]

@@ -21,6 +21,7 @@ from srkit.core import registry
 from srkit.core.checkpoint import CheckpointError, load_weights, read_checkpoint, resolve_flags
 from srkit.core.fetch import hashes
 from srkit.core.registry import ArchError, Family, RegistryError
+from srkit.core.text import a
 from srkit.weights import zoo
 
 
@@ -42,7 +43,7 @@ class Source:
 def read_arch(path: str, saved: Any) -> tuple[Family, dict]:
     """The family and validated arch of a file's saved ``arch`` entry; one-line CheckpointError otherwise."""
     if not isinstance(saved, dict):
-        raise CheckpointError(f"{path}: its 'arch' is a {type(saved).__name__}, not an object of "
+        raise CheckpointError(f"{path}: its 'arch' is {a(type(saved).__name__)}, not an object of "
                               f"architecture flags")
     name = saved.get("family")
     if not isinstance(name, str):
@@ -76,7 +77,7 @@ def load_model_with_source(name_or_path: str, family: Family | str | None = None
         fam = registry.pretrained()[entry.name][0] if entry is not None else None
         hit = registry.detect(sd)
         if hit is None or (fam is not None and hit[0] is not fam):
-            what = f"not a {fam.title} checkpoint" if fam else "not a checkpoint of any registered model family"
+            what = f"not {a(fam.title)} checkpoint" if fam else "not a checkpoint of any registered model family"
             raise CheckpointError(f"{path}: {what} ({', '.join(f.title for f in registry.families())})")
         fam, known = hit
         if entry is not None:
@@ -86,7 +87,7 @@ def load_model_with_source(name_or_path: str, family: Family | str | None = None
     own = {f.name for f in fam.flags}
     foreign = sorted(k for k, v in flags.items() if v is not None and k not in own)
     if foreign:
-        raise CheckpointError(f"{path} is a {fam.title} checkpoint: {', '.join('--' + k for k in foreign)} "
+        raise CheckpointError(f"{path} is {a(fam.title)} checkpoint: {', '.join('--' + k for k in foreign)} "
                               f"does not apply to it")
     arch = resolve_flags(flags, known, str(path), fam.describe)
     try:

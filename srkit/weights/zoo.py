@@ -13,12 +13,14 @@ without internet, ``$SRKIT_MIRROR`` names a base URL or a folder holding the fil
 """
 from __future__ import annotations
 
+import difflib
 import os
 import sys
 from pathlib import Path
 from typing import Any
 
 from srkit.core import registry
+from srkit.core.checkpoint import CheckpointError
 from srkit.core.fetch import MIRROR_ENV, DownloadError, NotWritableError, fetch, mirrored
 from srkit.core.registry import Pretrained
 
@@ -75,7 +77,20 @@ def resolve(name_or_path: str, dest_dir: Path | None = None) -> tuple[str, Pretr
         entry = manifest().get(name_or_path)
         if entry is not None:
             return str(download(name_or_path, dest_dir)), entry
+    if not Path(name_or_path).exists():
+        raise CheckpointError(unknown_message(str(name_or_path)))
     return str(name_or_path), None  # a path; the loader names what is wrong with it
+
+
+def unknown_message(given: str) -> str:
+    """What to say about a name or path that is neither released weights nor a file: the released names, and
+    the nearest one (case, ``-`` for ``_``, a file suffix and small typos forgiven)."""
+    names = list(manifest())
+    key = Path(given).name.split(".")[0].lower().replace("-", "_")
+    near = difflib.get_close_matches(key, names, n=1, cutoff=0.6)
+    hint = f"; did you mean {near[0]}?" if near else ""
+    return (f"{given}: no such checkpoint file, and not the name of released weights ({', '.join(names)})"
+            f"{hint}")
 
 
 def entry_info(entry: Pretrained) -> dict[str, Any]:
