@@ -1,8 +1,18 @@
 """What a new user meets first, tried as one would: a mistyped model name, messages that read as English."""
 from __future__ import annotations
 
+import os
+import signal
+import subprocess
+import sys
+import time
+
+import numpy as np
 import pytest
 import torch
+from PIL import Image
+
+from conftest import ROOT
 
 from srkit.cli import upscale
 from srkit.core import registry
@@ -37,3 +47,34 @@ def test_messages_name_the_family_with_its_article(tmp_path):
         load_model(str(path), reduce_upsample=True)
     with pytest.raises(ValueError, match=r"^x1 is not an upscaling factor: give an output scale above 1$"):
         model_scale_for(fam, ex.arch, 1)
+
+
+def test_ctrl_c_during_an_upscale_says_what_was_written_in_one_line(tmp_path, random_carn_m):
+    """SIGINT to the command's process group, as a terminal's Ctrl-C delivers it, once the first output is
+    there: one line saying what was written, exit 130, and every file in the output folder whole."""
+    src, out = tmp_path / "in", tmp_path / "out"
+    src.mkdir()
+    rng = np.random.default_rng(0)
+    for i in range(40):
+        Image.fromarray(rng.integers(0, 256, (96, 128, 3), np.uint8)).save(src / f"{i:02d}.png")
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONPATH": str(ROOT)}
+    proc = subprocess.Popen([sys.executable, "-m", "srkit.cli.upscale", "-i", str(src), "-o", str(out), "-n",
+                             str(random_carn_m), "--cpu"], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                            env=env, start_new_session=True)
+    deadline = time.monotonic() + 120
+    while not list(out.glob("*.png")) and proc.poll() is None and time.monotonic() < deadline:
+        time.sleep(0.05)
+    assert proc.poll() is None, proc.communicate()
+    os.killpg(proc.pid, signal.SIGINT)
+    stdout, err = proc.communicate(timeout=60)
+    assert proc.returncode == 130, err[-2000:]
+    assert "Traceback" not in err and "Error" not in err
+    said = [line for line in err.splitlines() if line.startswith("interrupted")]
+    written = sorted(out.iterdir())
+    assert len(said) == 1 and 1 <= len(written) < 40
+    assert said[0] == (f"interrupted: upscaled {len(written)} of 40 image(s) x4 into {out}; no partial file is "
+                       f"left (each output is written whole or not at all)")
+    for p in written:  # no temporary file, nothing cut short
+        with Image.open(p) as im:
+            im.load()
+            assert p.suffix == ".png" and im.size == (512, 384)

@@ -25,7 +25,7 @@ from srkit.cli.flags import add_arch_args, arch_flags_given, output_scale, posit
 from srkit.cli.sample import add_runtime_args
 from srkit.data.imageio import DEFAULT_MAX_PIXELS
 from srkit.inference.predictor import Predictor, at_output_scale, pick_device
-from srkit.inference.upscale import upscale_paths
+from srkit.inference.upscale import INTERRUPTED, upscale_paths
 from srkit.weights.load import load_model
 
 EXTS = ("auto", "png", "jpg", "webp")
@@ -62,6 +62,9 @@ def main(argv: list[str] | None = None) -> int:
     except (CheckpointError, DownloadError, RegistryError, ValueError) as e:
         print(f"error: {e}", file=sys.stderr)
         return 2
+    except KeyboardInterrupt:  # while loading: nothing written yet (upscale_paths reports its own)
+        print("interrupted: nothing was written", file=sys.stderr)
+        return INTERRUPTED
     return upscale_paths(predict, args.input, scale, args.output, device, args.max_pixels, args.suffix, args.ext)
 
 

@@ -200,6 +200,7 @@ def upscale_file(predict: Predict, path: Path, scale: float, out: Path, device: 
     return n
 
 
+INTERRUPTED = 130  # the shell's status for a command stopped by SIGINT
 MULTI_FRAME_EXTS = (".gif", ".png", ".apng", ".webp", ".tif", ".tiff")
 
 
@@ -259,7 +260,8 @@ def upscale_paths(predict: Predict, inputs: list[str], scale: float, out_dir: Pa
                   max_pixels: int | None = DEFAULT_MAX_PIXELS, suffix: str = "", ext: str = "auto",
                   progress: bool = True, exclude: Path | None = None) -> int:
     """Upscale every image file / folder in ``inputs`` into ``out_dir`` (see :func:`plan_outputs`). Exit
-    status: 0 all written, 1 some failed, 2 the plan was refused (nothing written)."""
+    status: 0 all written, 1 some failed, 2 the plan was refused (nothing written), 130 (128 + SIGINT)
+    interrupted by Ctrl-C (what was written is said)."""
     try:
         jobs, errors = plan_outputs(inputs, out_dir, suffix, ext, exclude)
     except PlanError as e:
@@ -267,13 +269,19 @@ def upscale_paths(predict: Predict, inputs: list[str], scale: float, out_dir: Pa
         return 2
     done = frames = 0
     bar = tqdm(jobs, desc=f"upscale x{scale:g}", unit="img", disable=not progress)
-    for job in bar:
-        try:
-            frames += upscale_file(predict, job.src, scale, job.dst, device, max_pixels)
-            done += 1
-        except (ImageError, RuntimeError, ValueError, OSError) as e:
-            errors.append(str(e) if str(job.src) in str(e) or str(job.dst) in str(e) else f"{job.src}: {e}")
-        bar.set_postfix(failed=len(errors))
+    try:
+        for job in bar:
+            try:
+                frames += upscale_file(predict, job.src, scale, job.dst, device, max_pixels)
+                done += 1
+            except (ImageError, RuntimeError, ValueError, OSError) as e:
+                errors.append(str(e) if str(job.src) in str(e) or str(job.dst) in str(e) else f"{job.src}: {e}")
+            bar.set_postfix(failed=len(errors))
+    except KeyboardInterrupt:
+        bar.close()
+        print(f"interrupted: upscaled {done} of {len(jobs)} image(s) x{scale:g} into {out_dir}; no partial file "
+              f"is left (each output is written whole or not at all)", file=sys.stderr)
+        return INTERRUPTED
     extra = f" ({frames} frames)" if frames > done else ""
     print(f"upscaled {done} of {len(jobs)} image(s){extra} x{scale:g} into {out_dir}"
           + (f"; {len(errors)} failed" if errors else ""))
