@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import os
+import shutil
 import signal
 import subprocess
 import sys
@@ -78,3 +79,44 @@ def test_ctrl_c_during_an_upscale_says_what_was_written_in_one_line(tmp_path, ra
         with Image.open(p) as im:
             im.load()
             assert p.suffix == ".png" and im.size == (512, 384)
+
+
+@pytest.fixture
+def elsewhere(tmp_path, monkeypatch):
+    """A checkout at tmp/checkout (the code's own root, as far as the benchmark default goes), and the working
+    directory another folder."""
+    from srkit.data import download
+    checkout, cwd = tmp_path / "checkout", tmp_path / "elsewhere"
+    (checkout / "datasets").mkdir(parents=True)
+    (checkout / "pyproject.toml").write_text("")
+    cwd.mkdir()
+    monkeypatch.setattr(download, "ROOT", checkout)
+    monkeypatch.chdir(cwd)
+    return checkout, cwd
+
+
+def test_sample_from_another_folder_fetches_into_the_checkout_and_names_the_mirror(elsewhere, tmp_path, monkeypatch,
+                                                                                     random_carn_m, capsys):
+    from srkit.cli import sample
+    from conftest import shared_path
+    checkout, cwd = elsewhere
+    mirror = tmp_path / "mirror"
+    shutil.copytree(shared_path("benchmark", "Set5"), mirror / "Set5")
+    monkeypatch.setenv("SRKIT_MIRROR", str(mirror))
+    assert sample.main(["--ckpt_path", str(random_carn_m), "--scale", "4", "--no_save"]) == 0
+    err = capsys.readouterr().err
+    want = checkout / "datasets" / "benchmark" / "Set5"
+    assert f"{want} is missing: fetching Set5 from the mirror folder {mirror / 'Set5'} (SRKIT_MIRROR)" in err
+    assert "SelfExSR release" not in err
+    assert len(list((want / "x4").glob("*_HR.png"))) == 5 and not (cwd / "datasets").exists()
+
+
+def test_a_failed_fetch_leaves_no_empty_folders(elsewhere, tmp_path, monkeypatch, random_carn_m, capsys):
+    from srkit.cli import sample
+    checkout, cwd = elsewhere
+    monkeypatch.setenv("SRKIT_MIRROR", "http://127.0.0.1:9")  # nothing listens on port 9
+    assert sample.main(["--ckpt_path", str(random_carn_m), "--scale", "4"]) == 2
+    err = capsys.readouterr().err
+    assert "fetching Set5 from the mirror http://127.0.0.1:9 (SRKIT_MIRROR), laid out as the SelfExSR release" in err
+    assert sorted(checkout.rglob("*")) == [checkout / "datasets", checkout / "pyproject.toml"]
+    assert list(cwd.iterdir()) == []

@@ -11,14 +11,16 @@ import sys
 from pathlib import Path
 
 from srkit.core.fetch import DownloadError
-from srkit.data.download import DEFAULT_ROOT, SETS, fetch_set
+from srkit.data.download import SETS, fetch_set
 from srkit.data.imageio import ImageError
 
 
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("names", nargs="+", choices=[*SETS, "all"], help="benchmarks to fetch")
-    p.add_argument("--root", type=Path, default=DEFAULT_ROOT, help="where the benchmark folders go")
+    p.add_argument("--root", type=Path, default=None,
+                   help="where the benchmark folders go (default: datasets/benchmark of the working directory "
+                        "when it has datasets/, else of the checkout)")
     a = p.parse_args(argv)
     failed = 0
     for name in (list(SETS) if "all" in a.names else a.names):

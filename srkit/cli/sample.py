@@ -25,7 +25,7 @@ from srkit.core.provenance import environment
 from srkit.core.registry import Family, RegistryError
 from srkit.cli.flags import add_arch_args, arch_flags_given, model_scale, non_negative_int, output_scale, positive_int
 from srkit.data.benchmark import scale_tag
-from srkit.data.download import SETS, fetch_set
+from srkit.data.download import SETS, default_root, fetch_set, source
 from srkit.data.imageio import DEFAULT_MAX_PIXELS
 from srkit.inference.evaluate import run_benchmarks
 from srkit.inference.predictor import Predictor, at_output_scale, pick_device
@@ -49,8 +49,10 @@ def add_inference_args(p: argparse.ArgumentParser) -> None:
                    help="refuse input images of more pixels (decompression bombs)")
     p.add_argument("--sample_dir", default="sample",
                    help="where outputs go: <sample_dir>/<checkpoint name>-<sha256[:8]>/...")
-    p.add_argument("--test_data_dir", nargs="+", default=["datasets/benchmark/Set5"],
-                   help="one or more benchmark folders (x<s>/ HR+LR pairs, DIV2K valid, or HR images only)")
+    p.add_argument("--test_data_dir", nargs="+", default=None,
+                   help="one or more benchmark folders (x<s>/ HR+LR pairs, DIV2K valid, or HR images only; "
+                        "default: Set5 under datasets/benchmark of the working directory when it has datasets/, "
+                        "else of the checkout)")
     p.add_argument("--input", nargs="+", default=None,
                    help="images or folders to upscale instead (no HR, no metrics): <sample_dir>/<...>/upscaled/x<s>/")
     p.add_argument("--rgb", action="store_true", help="score RGB instead of the Y channel")
@@ -100,7 +102,7 @@ def _fetch_missing_benchmarks(folders: list[str]) -> None:
     """A missing folder named like a published benchmark (datasets/benchmark/Set5, the default) is fetched."""
     for d in map(Path, folders):
         if not d.exists() and d.name in SETS:
-            print(f"{d} is missing: fetching {d.name} from the SelfExSR release", file=sys.stderr)
+            print(f"{d} is missing: fetching {d.name} from {source(d.name)}", file=sys.stderr)
             fetch_set(d.name, d.parent)
 
 
@@ -114,6 +116,7 @@ def run(args: argparse.Namespace, family: Family | None, argv: list[str] | None 
             raise ValueError("give --scale (the model's own scales) or --outscale (any output scale), not both")
         scales = list(args.outscale) if args.outscale else scales_to_run(fam, arch, args.scale)
         if not args.input:
+            args.test_data_dir = args.test_data_dir or [str(default_root() / "Set5")]
             _fetch_missing_benchmarks(args.test_data_dir)
         device = setup_distributed(args.cpu)[2] if "WORLD_SIZE" in os.environ else pick_device(args.cpu)
         predict = Predictor(net.to(device), tile=args.tile, overlap=args.shave, ensemble=args.self_ensemble,

@@ -30,11 +30,32 @@ from tqdm import tqdm
 from srkit.data.benchmark import crop_to_scale, make_lr
 from srkit.data.imageio import read_rgb8, write_png
 from srkit.core.fetch import MIRROR_ENV, DownloadError, fetch, mirrored
+from srkit.core.provenance import ROOT
 
 RELEASE_PATH = Path(__file__).with_name("selfexsr.json")
 SETS = {"Set5": "Set5", "Set14": "Set14", "B100": "BSD100", "Urban100": "Urban100"}  # ours -> release's
 BUILT_FROM_X4 = {"Urban100": (2, 3)}  # scales made from the full-resolution x4 HR instead of fetched
-DEFAULT_ROOT = Path("datasets/benchmark")
+
+
+def default_root() -> Path:
+    """Where the benchmark folders are by default: ``datasets/benchmark`` of the working directory when it has a
+    ``datasets/`` folder (a checkout, or the user's own layout), else of the repository checkout the package
+    runs from (so a run from another folder finds and fetches into the checkout), else of the working
+    directory."""
+    here = Path("datasets")
+    if not here.is_dir() and (ROOT / "pyproject.toml").is_file() and (ROOT / "datasets").is_dir():
+        return ROOT / "datasets" / "benchmark"
+    return here / "benchmark"
+
+
+def source(name: str) -> str:
+    """Where :func:`fetch_set` takes ``name`` from, in words."""
+    own = _own_layout_mirror(name)
+    if own is not None:
+        return f"the mirror folder {own} ({MIRROR_ENV})"
+    if os.environ.get(MIRROR_ENV):
+        return f"the mirror {os.environ[MIRROR_ENV]} ({MIRROR_ENV}), laid out as the SelfExSR release"
+    return f"the SelfExSR release ({release()['raw_url_prefix']})"
 
 
 def release() -> dict:
@@ -67,14 +88,16 @@ def _own_layout_mirror(name: str) -> Path | None:
     return candidate if candidate.is_dir() and any(candidate.glob("x*/*_HR.png")) else None
 
 
-def fetch_set(name: str, root: Path = DEFAULT_ROOT, timeout: float = 30, progress: bool = True,
+def fetch_set(name: str, root: Path | None = None, timeout: float = 30, progress: bool = True,
               workers: int = 4) -> Path:
-    """Fetch (and, for Urban100, build) benchmark ``name`` under ``root``; returns its folder. A failed fetch
-    leaves the verified files it got (the next run resumes) and no empty folders behind."""
+    """Fetch (and, for Urban100, build) benchmark ``name`` under ``root`` (default :func:`default_root`);
+    returns its folder. A failed fetch leaves the verified files it got (the next run resumes) and no empty
+    folders behind (nor the parents it made)."""
+    root = default_root() if root is None else Path(root)
     folder = root / name
     files = plan(name)
     prefix = release()["raw_url_prefix"]
-    existed = {d for d in [folder, *{folder / rel.parent for _, rel, _ in files}] if d.exists()}
+    made = [d for d in [*{folder / rel.parent for _, rel, _ in files}, folder, *folder.parents] if not d.exists()]
 
     own_layout = _own_layout_mirror(name)
 
@@ -95,8 +118,8 @@ def fetch_set(name: str, root: Path = DEFAULT_ROOT, timeout: float = 30, progres
                 errors.append(e)
                 bar.set_postfix(failed=len(errors))
     if errors:
-        for d in sorted({folder / rel.parent for _, rel, _ in files} | {folder}, key=lambda p: -len(p.parts)):
-            if d not in existed and d.is_dir() and not any(d.iterdir()):
+        for d in sorted(made, key=lambda p: -len(p.parts)):
+            if d.is_dir() and not any(d.iterdir()):
                 d.rmdir()
         raise DownloadError(
             f"{name}: {len(errors)} of {len(files)} files failed, e.g. {errors[0]}" + "".join(
