@@ -120,3 +120,33 @@ def test_a_failed_fetch_leaves_no_empty_folders(elsewhere, tmp_path, monkeypatch
     assert "fetching Set5 from the mirror http://127.0.0.1:9 (SRKIT_MIRROR), laid out as the SelfExSR release" in err
     assert sorted(checkout.rglob("*")) == [checkout / "datasets", checkout / "pyproject.toml"]
     assert list(cwd.iterdir()) == []
+
+
+def test_training_ends_saying_where_the_weights_went(div2k, tmp_path, capsys):
+    from srkit.cli import train
+    from conftest import train_argv
+    h5, val, _ = div2k
+    argv = ["--family", "carn", "--model", "carn_m", "--scale", "2", *train_argv(h5, val, tmp_path, 2)]
+    assert train.main(argv) == 0
+    run = tmp_path / "run"
+    last = capsys.readouterr().err.strip().splitlines()[-1]
+    assert last == f"trained 2 steps. Weights: {run / 'run.pth'} (best validation: {run / 'best.pth'}); the run " \
+                   f"folder: {run}"
+    assert (run / "run.pth").is_file() and (run / "best.pth").is_file()
+    assert train.main([*argv, "--max_steps", "5", "--stop_after", "1", "--resume"]) == 0
+    assert capsys.readouterr().err.strip().splitlines()[-1].startswith(
+        "trained 3 of 5 steps; continue with the same command plus --resume. Weights: ")
+
+
+def test_train_help_without_a_family_lists_the_families_and_how_to_see_their_flags(capsys):
+    from srkit.cli import train
+    with pytest.raises(SystemExit) as e:
+        train.main(["--help"])
+    out = capsys.readouterr().out
+    assert e.value.code == 0 and "srkit-train --family NAME --help" in out
+    for fam in registry.families():
+        assert f"  {fam.name:<10} {fam.title}\n" in out
+        with pytest.raises(SystemExit):
+            train.main(["--family", fam.name, "--help"])
+        flags = capsys.readouterr().out
+        assert all(f"--{f.name}" in flags for f in fam.flags) and "--max_steps" in flags and "--ckpt_name" in flags

@@ -92,9 +92,15 @@ def parse_args(argv: list[str] | None, family: Family | None,
         pre.add_argument("--family", choices=[f.name for f in registry.families()])
         known, _ = pre.parse_known_args(argv)
         if known.family is None:
-            p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-            p.add_argument("--family", required=True, choices=[f.name for f in registry.families()])
-            p.parse_args(argv)  # prints usage and exits
+            names = [f.name for f in registry.families()]
+            epilog = ("model families (each has its own flags; `srkit-train --family NAME --help` lists them):\n"
+                      + "".join(f"  {f.name:<10} {f.title}\n" for f in registry.families())
+                      + f"\ne.g. srkit-train --family {names[0]} --help")
+            p = argparse.ArgumentParser(description=__doc__, epilog=epilog,
+                                        formatter_class=argparse.RawDescriptionHelpFormatter)
+            p.add_argument("--family", required=True, choices=names,
+                           help="the model family to train (give it with --help to see that family's flags)")
+            p.parse_args(argv)  # prints usage (or the help) and exits
         family = registry.get(known.family)
     p = argparse.ArgumentParser(description=description or __doc__,
                                 formatter_class=argparse.RawDescriptionHelpFormatter)

@@ -256,7 +256,17 @@ class Trainer:
             logs.close()
         if self.world > 1:
             dist.barrier()
+        self._say(self._end_message())
         return records
+
+    def _end_message(self) -> str:
+        """Where the weights went: the final weights file, best.* when validation picked one, the run folder."""
+        ext, run = self.cfg.weights_format, self.run.path
+        best = run / f"best.{ext}"
+        what = (f"trained {self.step} of {self.cfg.max_steps} steps; continue with the same command plus --resume"
+                if self.step < self.cfg.max_steps else f"trained {self.step} steps")
+        return (f"{what}. Weights: {run / f'{self.cfg.ckpt_name}.{ext}'}"
+                + (f" (best validation: {best})" if best.is_file() else "") + f"; the run folder: {run}")
 
     def _validate(self) -> dict:
         out = validate(self.model, self.cfg.valid_data_path, self.scales, self.device, self.rank, self.world)
