@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import os
+import re
 import shutil
 import signal
 import subprocess
@@ -150,3 +151,15 @@ def test_train_help_without_a_family_lists_the_families_and_how_to_see_their_fla
             train.main(["--family", fam.name, "--help"])
         flags = capsys.readouterr().out
         assert all(f"--{f.name}" in flags for f in fam.flags) and "--max_steps" in flags and "--ckpt_name" in flags
+
+
+def test_upscale_help_sets_the_architecture_flags_apart_from_the_model_name(capsys):
+    with pytest.raises(SystemExit):
+        upscale.main(["--help"])
+    out = capsys.readouterr().out
+    main, arch = out.split("\noptions:\n")[1].split(f"\n{upscale.ARCH_GROUP}:\n")
+    assert "-n MODEL_NAME, --model_name MODEL_NAME" in main and "--model " not in main
+    assert arch.startswith("  -n picks the model; these only describe a checkpoint")
+    flags = {f"--{f.name}" for fam in registry.families() for f in fam.flags}
+    shown = lambda text, f: re.search(rf"^  {f}\b(?!_)", text, re.M)  # noqa: E731 - an option's own line
+    assert flags and all(shown(arch, f) for f in flags) and not any(shown(main, f) for f in flags)

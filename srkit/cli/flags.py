@@ -9,7 +9,7 @@ from srkit.core.registry import Family
 INTEGER_SCALE_EPS = 1e-6  # a scale this close to an integer but not equal is a typo or float noise
 
 
-def add_arch_args(p: argparse.ArgumentParser, families: Sequence[Family]) -> None:
+def add_arch_args(p: argparse.ArgumentParser | argparse._ArgumentGroup, families: Sequence[Family]) -> None:
     """Each family's architecture flags, default None (= read from the checkpoint, or the model's default)."""
     seen = set()
     for fam in families:

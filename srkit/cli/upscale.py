@@ -29,6 +29,10 @@ from srkit.inference.upscale import INTERRUPTED, upscale_paths
 from srkit.weights.load import load_model
 
 EXTS = ("auto", "png", "jpg", "webp")
+ARCH_GROUP = "architecture flags (rarely needed)"
+ARCH_GROUP_HELP = ("-n picks the model; these only describe a checkpoint that does not say its own\n"
+                   "architecture. Released names, the authors' files and files this project writes need\n"
+                   "none; a flag given must agree with the file.")
 
 
 def parser() -> argparse.ArgumentParser:
@@ -44,7 +48,7 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument("--max_pixels", type=positive_int, default=DEFAULT_MAX_PIXELS,
                    help="refuse input images of more pixels (decompression bombs)")
     add_runtime_args(p)
-    add_arch_args(p, registry.families())
+    add_arch_args(p.add_argument_group(ARCH_GROUP, ARCH_GROUP_HELP), registry.families())
     return p
 
 
