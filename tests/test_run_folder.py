@@ -100,3 +100,28 @@ def test_two_launches_at_once_into_one_folder_one_runs_one_is_refused(div2k, tmp
     winner, loser = (procs[0], outs[1]) if codes[0] == 0 else (procs[1], outs[0])
     assert _errors(loser) and f"PID {winner.pid}" in _errors(loser)[0] and "Traceback" not in loser
     assert _rows(tmp_path / "run" / "log.csv") == 12
+
+
+@pytest.mark.slow
+def test_rotation_keeps_a_checkpoint_that_loads_and_moves_a_broken_one_aside(div2k, tmp_path):
+    """The newest checkpoint truncated; --resume falls back to the previous one and, with --keep 1, rotation
+    keeps the new readable checkpoint (the truncated one moved aside as *.corrupt, not counted): the next
+    --resume works. Rotation by step number kept the broken file and deleted every readable one."""
+    h5, val, _ = div2k
+    cmd = [*TRAIN, *train_argv(h5, val, tmp_path, 10, ["--save_interval", "2"])]
+    run = tmp_path / "run"
+    first = subprocess.run([*cmd, "--stop_after", "4"], capture_output=True, text=True, env=ENV, timeout=300)
+    assert first.returncode == 0, first.stderr[-2000:]
+    newest = run / "step_0000004.pth.tar"
+    newest.write_bytes(newest.read_bytes()[:1000])  # a kill mid-copy, a full disk
+    r = subprocess.run([*cmd, "--resume", "--keep", "1", "--stop_after", "1"], capture_output=True, text=True,
+                       env=ENV, timeout=300)
+    assert r.returncode == 0, r.stderr[-2000:]
+    assert "resumed" in r.stderr and "at step 2" in r.stderr
+    assert "step_0000004.pth.tar is unreadable" in r.stderr and "moved aside as step_0000004.pth.tar.corrupt" in r.stderr
+    assert sorted(p.name for p in run.glob("step_*")) == ["step_0000003.pth.tar", "step_0000004.pth.tar.corrupt"]
+    again = subprocess.run([*cmd, "--resume", "--keep", "1", "--stop_after", "1"], capture_output=True, text=True,
+                           env=ENV, timeout=300)
+    assert again.returncode == 0, again.stderr[-2000:]
+    assert "step_0000003.pth.tar at step 3" in again.stderr
+    assert sorted(p.name for p in run.glob("step_*")) == ["step_0000004.pth.tar", "step_0000004.pth.tar.corrupt"]

@@ -6,12 +6,15 @@
   warning); ``auto`` (the default under torchrun) resumes when there is one and starts otherwise.
 - The folder is locked (srkit.training.runlock) before anything in it is read or written, for the run's
   life, by rank 0: a second writer, while the first is alive, is refused naming it and changes nothing.
-- Step checkpoints are written atomically and rotated by step number, the last ``keep`` kept. Orphans of a
-  save killed half-way (``*.tmp``) are removed when a run starts.
+- Step checkpoints are written atomically and rotated by verified contents: after each save the newest
+  ``keep`` that load are kept and older ones deleted; one that does not load is moved aside as ``*.corrupt``,
+  never counted, so a readable checkpoint always survives. Orphans of a save killed half-way (``*.tmp``) are
+  removed when a run starts.
 """
 from __future__ import annotations
 
 import errno
+import os
 import re
 import sys
 from pathlib import Path
@@ -27,6 +30,7 @@ from srkit.training.errors import TrainingError
 from srkit.training.runlock import RunLock, RunLocked
 
 STEP_FILE = re.compile(r"step_(\d+)\.pth\.tar")
+CORRUPT_SUFFIX = ".corrupt"  # an unreadable checkpoint moved aside: kept for inspection, never resumed from
 
 
 def step_of(path: Path) -> int:
@@ -37,6 +41,7 @@ class RunDir:
     def __init__(self, path: Path, rank: int = 0) -> None:
         self.path, self.rank = Path(path), rank
         self.lock = RunLock(self.path)
+        self._verified: set[tuple[str, int, int]] = set()  # (name, size, mtime) of checkpoints that loaded
 
     def checkpoints(self) -> list[Path]:
         """Step checkpoints, oldest first, ordered by step number."""
@@ -89,15 +94,35 @@ class RunDir:
     def _newest_state(self, ckpts: list[Path]) -> dict[str, Any]:
         for path in reversed(ckpts):
             try:
-                state = torch.load(path, map_location="cpu", weights_only=True)
+                state = _load(path)
                 state["_path"] = str(path)
                 return state
             except Exception as e:  # noqa: BLE001 - a truncated or corrupt file: fall back to the previous one
                 if self.rank == 0:
-                    tqdm.write(f"warning: {path.name} is unreadable ({type(e).__name__}: "
-                               f"{str(e).splitlines()[0][:120] if str(e) else ''}); trying the previous checkpoint",
+                    tqdm.write(f"warning: {path.name} is unreadable ({_why(e)}); trying the previous checkpoint",
                                file=sys.stderr)
         raise TrainingError(f"--resume: no readable checkpoint in {self.path}")
+
+    def _rotate(self, keep: int) -> None:
+        """Keep the newest ``keep`` checkpoints that load; move the unreadable aside; delete the rest."""
+        kept = 0
+        for path in reversed(self.checkpoints()):
+            if kept >= keep:
+                path.unlink(missing_ok=True)
+                continue
+            stat = path.stat()
+            key = (path.name, stat.st_size, stat.st_mtime_ns)
+            if key not in self._verified:
+                try:
+                    _load(path)
+                except Exception as e:  # noqa: BLE001 - whatever makes it unloadable, it cannot be resumed from
+                    aside = path.with_name(path.name + CORRUPT_SUFFIX)
+                    os.replace(path, aside)
+                    tqdm.write(f"warning: {path.name} is unreadable ({_why(e)}): moved aside as {aside.name}, "
+                               f"not counted among the --keep {keep}", file=sys.stderr)
+                    continue
+                self._verified.add(key)
+            kept += 1
 
     def save(self, step: int, state: dict[str, Any], weights: dict[str, torch.Tensor], arch: dict,
              names: list[str], ext: str, keep: int) -> None:
@@ -109,8 +134,18 @@ class RunDir:
         except OSError as e:
             raise TrainingError(f"could not save the checkpoint of step {step}: {e.strerror or e}. The previous "
                                 f"checkpoints are intact") from None
-        for old in self.checkpoints()[:-keep]:
-            old.unlink(missing_ok=True)
+        self._rotate(keep)
+
+
+def _load(path: Path) -> dict[str, Any]:
+    state = torch.load(path, map_location="cpu", weights_only=True)
+    if not isinstance(state, dict) or "model_state_dict" not in state or "step" not in state:
+        raise ValueError("not a step checkpoint of this trainer")
+    return state
+
+
+def _why(e: BaseException) -> str:
+    return f"{type(e).__name__}: {str(e).splitlines()[0][:120] if str(e) else ''}"
 
 
 def _unwritable(run: Path, e: OSError) -> str:
