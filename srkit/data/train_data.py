@@ -17,7 +17,8 @@ DIV2K in memory. ``--scale 0`` crops only the scale the step uses (the authors c
 sample and throw two away). ``channel_order="BGR"`` feeds BGR patches, as an authors' div2h5 using cv2 stored
 them; the default is RGB, as the papers test.
 
-At set-up the file is checked: every group present, every LR image the size of its HR divided by the scale
+At set-up the file is checked: every group present and a group of the file itself (not a dataset, not an
+external link), every image an HxWx3 uint8 dataset, every LR image the size of its HR divided by the scale
 (a mislabelled group is named with its shape), no LR image smaller than the patch, and at least one batch
 of images (drop_last leaves no batch otherwise).
 """
@@ -35,27 +36,58 @@ class TrainDataError(ValueError):
     """Training data that cannot be used; the message names the file, the group and the image."""
 
 
+def _group(f: h5py.File, name: str, where: str) -> h5py.Group:
+    """The group ``name`` of the file itself: a dataset, or a link into another file, is not what div2h5 writes."""
+    link = f.get(name, getlink=True)
+    if isinstance(link, h5py.ExternalLink):
+        raise TrainDataError(f"{where}: {name} is an external link (to {link.filename}:{link.path}); div2h5.py "
+                             f"writes the images into the training file itself")
+    obj = f[name]
+    if not isinstance(obj, h5py.Group):
+        raise TrainDataError(f"{where}: {name} is a {type(obj).__name__.lower()}, not a group of images "
+                             f"(div2h5.py stores one dataset per image: {name}/0, {name}/1, ...)")
+    return obj
+
+
+def _image(g: h5py.Group, name: str, key: str, where: str) -> tuple[int, ...]:
+    """The shape of image ``key`` of group ``name``, which must be an HxWx3 uint8 dataset in the file."""
+    if isinstance(g.get(key, getlink=True), h5py.ExternalLink):
+        raise TrainDataError(f"{where}: {name}/{key} is an external link; div2h5.py writes the images into the "
+                             f"training file itself")
+    ds = g[key]
+    if not isinstance(ds, h5py.Dataset):
+        raise TrainDataError(f"{where}: {name}/{key} is a group, not an image")
+    if ds.ndim != 3 or ds.shape[2] != 3:
+        raise TrainDataError(f"{where}: {name}/{key} is {'x'.join(map(str, ds.shape)) or 'a scalar'}, not an "
+                             f"HxWx3 RGB image (div2h5.py stores RGB, grayscale replicated)")
+    if ds.dtype != np.uint8:
+        raise TrainDataError(f"{where}: {name}/{key} holds {ds.dtype}, not uint8 (0-255, as div2h5.py stores "
+                             f"images): training divides by 255; repack the images with div2h5.py")
+    return tuple(ds.shape)
+
+
 def check_h5(f: h5py.File, path: Path, scales: tuple[int, ...], patch: int, batch: int) -> int:
     """The number of training images, or TrainDataError naming what is wrong."""
     where = f"--train_data_path {path}"
     missing = [g for g in ("HR", *[f"X{s}" for s in scales]) if g not in f]
     if missing:
         raise TrainDataError(f"{where}: not a training file of div2h5.py: it has no group {', '.join(missing)}")
-    n = len(f["HR"])
+    groups = {g: _group(f, g, where) for g in ("HR", *[f"X{s}" for s in scales])}
+    n = len(groups["HR"])
     for s in scales:
-        if len(f[f"X{s}"]) != n:
-            raise TrainDataError(f"{where}: group X{s} holds {len(f[f'X{s}'])} images, HR holds {n}")
+        if len(groups[f"X{s}"]) != n:
+            raise TrainDataError(f"{where}: group X{s} holds {len(groups[f'X{s}'])} images, HR holds {n}")
     for i in range(n):
         key = str(i)
-        if key not in f["HR"]:
+        if key not in groups["HR"]:
             raise TrainDataError(f"{where}: group HR has no image {key!r} (images are named 0 .. {n - 1})")
-        hr = f["HR"][key].shape
+        hr = _image(groups["HR"], "HR", key, where)
         for s in scales:
-            if key not in f[f"X{s}"]:
+            if key not in groups[f"X{s}"]:
                 raise TrainDataError(f"{where}: group X{s} has no image {key!r}")
-            lr = f[f"X{s}"][key].shape
+            lr = _image(groups[f"X{s}"], f"X{s}", key, where)
             want = (hr[0] // s, hr[1] // s)
-            if len(lr) != 3 or tuple(lr[:2]) != want or lr[2] != 3:
+            if tuple(lr[:2]) != want:
                 raise TrainDataError(f"{where}: X{s}/{key} is {'x'.join(map(str, lr))}, but HR/{key} "
                                      f"{'x'.join(map(str, hr))} at x{s} needs {want[0]}x{want[1]}x3 (a group "
                                      f"of another scale?)")

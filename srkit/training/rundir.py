@@ -4,24 +4,33 @@
   launch that died before its first checkpoint leaves nothing that counts, so the same command starts again.
 - ``--resume`` (yes) continues from the newest intact checkpoint (a truncated newest file is skipped with a
   warning); ``auto`` (the default under torchrun) resumes when there is one and starts otherwise.
-- Step checkpoints are written atomically and rotated by step number, the last ``keep`` kept. Orphans of a
-  save killed half-way (``*.tmp``) are removed when a run starts.
+- The folder is locked (srkit.training.runlock) before anything in it is read or written, for the run's
+  life, by rank 0: a second writer, while the first is alive, is refused naming it and changes nothing.
+- Step checkpoints are written atomically and rotated by verified contents: after each save the newest
+  ``keep`` that load are kept and older ones deleted; one that does not load is moved aside as ``*.corrupt``,
+  never counted, so a readable checkpoint always survives. Orphans of a save killed half-way (``*.tmp``) are
+  removed when a run starts.
 """
 from __future__ import annotations
 
+import errno
+import os
 import re
 import sys
 from pathlib import Path
 from typing import Any
 
 import torch
+import torch.distributed as dist
 from tqdm import tqdm
 
 from srkit.core.atomic import TMP_SUFFIX
 from srkit.core.checkpoint import save_atomic, save_weights
 from srkit.training.errors import TrainingError
+from srkit.training.runlock import RunLock, RunLocked
 
 STEP_FILE = re.compile(r"step_(\d+)\.pth\.tar")
+CORRUPT_SUFFIX = ".corrupt"  # an unreadable checkpoint moved aside: kept for inspection, never resumed from
 
 
 def step_of(path: Path) -> int:
@@ -31,6 +40,8 @@ def step_of(path: Path) -> int:
 class RunDir:
     def __init__(self, path: Path, rank: int = 0) -> None:
         self.path, self.rank = Path(path), rank
+        self.lock = RunLock(self.path)
+        self._verified: set[tuple[str, int, int]] = set()  # (name, size, mtime) of checkpoints that loaded
 
     def checkpoints(self) -> list[Path]:
         """Step checkpoints, oldest first, ordered by step number."""
@@ -46,6 +57,7 @@ class RunDir:
         "yes", "auto" or "no"."""
         if self.path.exists() and not self.path.is_dir():
             raise TrainingError(f"{self.path} is a file, not a run folder: choose another --ckpt_name")
+        self._lock()
         if self.rank == 0 and self.path.is_dir():
             for orphan in self.path.glob(f"*{TMP_SUFFIX}"):  # a save killed half-way; never under a final name
                 orphan.unlink(missing_ok=True)
@@ -57,18 +69,60 @@ class RunDir:
             raise TrainingError(f"--resume: no checkpoint in {self.path}")
         return self._newest_state(ckpts) if ckpts else None
 
+    def _lock(self) -> None:
+        """Rank 0 takes the folder's lock; every rank learns whether it could (a refusal ends them all)."""
+        error = None
+        if self.rank == 0:
+            try:
+                self.lock.acquire()
+            except RunLocked as e:
+                error = (f"{self.path} is in use by a live run ({e or 'another process'}): wait for it to end, "
+                         f"or choose another --ckpt_name")
+            except OSError as e:
+                error = _unwritable(self.path, e)
+        if dist.is_available() and dist.is_initialized() and dist.get_world_size() > 1:
+            box = [error]
+            dist.broadcast_object_list(box, src=0)
+            error = box[0]
+        if error:
+            raise TrainingError(error)
+
+    def release(self) -> None:
+        """Give the folder up (a folder that holds nothing but the lock, made by this launch, goes too)."""
+        self.lock.release(remove_if_alone=True)
+
     def _newest_state(self, ckpts: list[Path]) -> dict[str, Any]:
         for path in reversed(ckpts):
             try:
-                state = torch.load(path, map_location="cpu", weights_only=True)
+                state = _load(path)
                 state["_path"] = str(path)
                 return state
             except Exception as e:  # noqa: BLE001 - a truncated or corrupt file: fall back to the previous one
                 if self.rank == 0:
-                    tqdm.write(f"warning: {path.name} is unreadable ({type(e).__name__}: "
-                               f"{str(e).splitlines()[0][:120] if str(e) else ''}); trying the previous checkpoint",
+                    tqdm.write(f"warning: {path.name} is unreadable ({_why(e)}); trying the previous checkpoint",
                                file=sys.stderr)
         raise TrainingError(f"--resume: no readable checkpoint in {self.path}")
+
+    def _rotate(self, keep: int) -> None:
+        """Keep the newest ``keep`` checkpoints that load; move the unreadable aside; delete the rest."""
+        kept = 0
+        for path in reversed(self.checkpoints()):
+            if kept >= keep:
+                path.unlink(missing_ok=True)
+                continue
+            stat = path.stat()
+            key = (path.name, stat.st_size, stat.st_mtime_ns)
+            if key not in self._verified:
+                try:
+                    _load(path)
+                except Exception as e:  # noqa: BLE001 - whatever makes it unloadable, it cannot be resumed from
+                    aside = path.with_name(path.name + CORRUPT_SUFFIX)
+                    os.replace(path, aside)
+                    tqdm.write(f"warning: {path.name} is unreadable ({_why(e)}): moved aside as {aside.name}, "
+                               f"not counted among the --keep {keep}", file=sys.stderr)
+                    continue
+                self._verified.add(key)
+            kept += 1
 
     def save(self, step: int, state: dict[str, Any], weights: dict[str, torch.Tensor], arch: dict,
              names: list[str], ext: str, keep: int) -> None:
@@ -80,5 +134,27 @@ class RunDir:
         except OSError as e:
             raise TrainingError(f"could not save the checkpoint of step {step}: {e.strerror or e}. The previous "
                                 f"checkpoints are intact") from None
-        for old in self.checkpoints()[:-keep]:
-            old.unlink(missing_ok=True)
+        self._rotate(keep)
+
+
+def _load(path: Path) -> dict[str, Any]:
+    state = torch.load(path, map_location="cpu", weights_only=True)
+    if not isinstance(state, dict) or "model_state_dict" not in state or "step" not in state:
+        raise ValueError("not a step checkpoint of this trainer")
+    return state
+
+
+def _why(e: BaseException) -> str:
+    return f"{type(e).__name__}: {str(e).splitlines()[0][:120] if str(e) else ''}"
+
+
+def _unwritable(run: Path, e: OSError) -> str:
+    """One line for a run folder that cannot be made or written (read-only, under a file, a full disk)."""
+    ckpt_dir = run.parent
+    if e.errno == errno.ENOSPC:
+        why = "no space left on the device"
+    elif e.errno in (errno.ENOTDIR, errno.EEXIST) or (ckpt_dir.exists() and not ckpt_dir.is_dir()):
+        why = "a path through a file, not a folder"
+    else:
+        why = e.strerror or str(e)
+    return f"--ckpt_dir {ckpt_dir}: cannot write the run folder {run}: {why}"

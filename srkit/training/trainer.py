@@ -94,6 +94,7 @@ class Trainer:
         try:
             self._setup(batches)
         except BaseException:
+            self.run.release()
             leave()
             raise
 
@@ -197,6 +198,7 @@ class Trainer:
         finally:
             for sig, handler in old.items():
                 signal.signal(sig, handler)
+            self.run.release()
             leave()
 
     def _install_handlers(self) -> dict:

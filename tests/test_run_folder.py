@@ -1,0 +1,127 @@
+"""A run folder has one writer and keeps a readable checkpoint; set-ups that cannot work are one line and
+exit 2. Real processes of carn/train.py on the toy data, real read-only and full file systems (tmpfs)."""
+from __future__ import annotations
+
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+from conftest import ROOT, train_argv
+
+ENV = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONUNBUFFERED": "1"}
+TRAIN = [sys.executable, str(ROOT / "carn" / "train.py"), "--model", "carn_m", "--scale", "2"]
+
+
+def _default_workers(argv: list[str]) -> list[str]:
+    i = argv.index("--workers")
+    return argv[:i] + argv[i + 2:]
+
+
+def _snapshot(folder: Path) -> dict[str, bytes]:
+    return {str(p.relative_to(folder)): p.read_bytes() for p in sorted(folder.rglob("*")) if p.is_file()}
+
+
+def _rows(log: Path) -> int:
+    return len(log.read_text().strip().splitlines()) - 1 if log.exists() else 0
+
+
+def _wait_rows(log: Path, n: int, proc: subprocess.Popen, limit: float = 180) -> None:
+    t0 = time.time()
+    while _rows(log) < n:
+        if proc.poll() is not None:
+            raise AssertionError(f"the run ended before step {n}: {proc.stderr.read()[-2000:]}")
+        if time.time() - t0 > limit:
+            raise AssertionError(f"no step {n} within {limit} s")
+        time.sleep(0.05)
+
+
+def _errors(stderr: str) -> list[str]:
+    return [line for line in stderr.splitlines() if line.startswith("error:")]
+
+
+@pytest.mark.slow
+def test_a_live_run_holds_its_folder_and_a_killed_one_leaves_it(div2k, tmp_path):
+    """A second launch into a live run's folder, fresh or --resume, gets one line naming the live run's host and
+    PID, exit 2, and changes no byte in the folder (the holder is paused meanwhile, so nothing else could).
+    SIGKILLed (its loader workers outlive it a moment), the holder leaves no lock: --resume continues."""
+    h5, val, _ = div2k
+    cmd = [*TRAIN, *_default_workers(train_argv(h5, val, tmp_path, 500, ["--save_interval", "2"]))]
+    run, log = tmp_path / "run", tmp_path / "run" / "log.csv"
+    holder = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=ENV,
+                              start_new_session=True)
+    try:
+        _wait_rows(log, 3, holder)
+        os.killpg(holder.pid, signal.SIGSTOP)
+        try:
+            before = _snapshot(run)
+            for extra in ([], ["--resume"]):
+                r = subprocess.run([*cmd, *extra], capture_output=True, text=True, env=ENV, timeout=300)
+                assert r.returncode == 2, r.stderr[-2000:]
+                errors = _errors(r.stderr)
+                assert len(errors) == 1, r.stderr[-2000:]
+                line = errors[0]
+                assert f"is in use by a live run (host {socket.gethostname()}, PID {holder.pid}" in line, line
+                assert "Traceback" not in r.stderr
+                assert _snapshot(run) == before, extra
+        finally:
+            os.killpg(holder.pid, signal.SIGCONT)
+        _wait_rows(log, 5, holder)
+        os.kill(holder.pid, signal.SIGKILL)  # the trainer only: its loader workers see it gone seconds later
+        holder.wait(timeout=60)
+        again = subprocess.run([*cmd, "--resume", "--stop_after", "1"], capture_output=True, text=True, env=ENV,
+                               timeout=300)
+        assert again.returncode == 0, again.stderr[-2000:]
+        assert "resumed" in again.stderr
+        assert (run / ".lock").read_text() == ""  # the run ended: no live holder to name
+    finally:
+        if holder.poll() is None:
+            os.killpg(holder.pid, signal.SIGKILL)
+        try:
+            os.killpg(holder.pid, signal.SIGKILL)  # loader workers left over
+        except ProcessLookupError:
+            pass
+
+
+@pytest.mark.slow
+def test_two_launches_at_once_into_one_folder_one_runs_one_is_refused(div2k, tmp_path):
+    h5, val, _ = div2k
+    cmd = [*TRAIN, *train_argv(h5, val, tmp_path, 12)]
+    procs = [subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=ENV)
+             for _ in range(2)]
+    outs = [p.communicate(timeout=600)[1] for p in procs]
+    codes = [p.returncode for p in procs]
+    assert sorted(codes) == [0, 2], [o[-1500:] for o in outs]
+    winner, loser = (procs[0], outs[1]) if codes[0] == 0 else (procs[1], outs[0])
+    assert _errors(loser) and f"PID {winner.pid}" in _errors(loser)[0] and "Traceback" not in loser
+    assert _rows(tmp_path / "run" / "log.csv") == 12
+
+
+@pytest.mark.slow
+def test_rotation_keeps_a_checkpoint_that_loads_and_moves_a_broken_one_aside(div2k, tmp_path):
+    """The newest checkpoint truncated; --resume falls back to the previous one and, with --keep 1, rotation
+    keeps the new readable checkpoint (the truncated one moved aside as *.corrupt, not counted): the next
+    --resume works. Rotation by step number kept the broken file and deleted every readable one."""
+    h5, val, _ = div2k
+    cmd = [*TRAIN, *train_argv(h5, val, tmp_path, 10, ["--save_interval", "2"])]
+    run = tmp_path / "run"
+    first = subprocess.run([*cmd, "--stop_after", "4"], capture_output=True, text=True, env=ENV, timeout=300)
+    assert first.returncode == 0, first.stderr[-2000:]
+    newest = run / "step_0000004.pth.tar"
+    newest.write_bytes(newest.read_bytes()[:1000])  # a kill mid-copy, a full disk
+    r = subprocess.run([*cmd, "--resume", "--keep", "1", "--stop_after", "1"], capture_output=True, text=True,
+                       env=ENV, timeout=300)
+    assert r.returncode == 0, r.stderr[-2000:]
+    assert "resumed" in r.stderr and "at step 2" in r.stderr
+    assert "step_0000004.pth.tar is unreadable" in r.stderr and "moved aside as step_0000004.pth.tar.corrupt" in r.stderr
+    assert sorted(p.name for p in run.glob("step_*")) == ["step_0000003.pth.tar", "step_0000004.pth.tar.corrupt"]
+    again = subprocess.run([*cmd, "--resume", "--keep", "1", "--stop_after", "1"], capture_output=True, text=True,
+                           env=ENV, timeout=300)
+    assert again.returncode == 0, again.stderr[-2000:]
+    assert "step_0000003.pth.tar at step 3" in again.stderr
+    assert sorted(p.name for p in run.glob("step_*")) == ["step_0000004.pth.tar", "step_0000004.pth.tar.corrupt"]
