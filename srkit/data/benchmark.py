@@ -90,6 +90,23 @@ def _check_partners(folder: Path, hrs: dict, lrs: dict) -> None:
         raise DatasetError("; ".join(msg))
 
 
+def sr_name(image: str) -> str:
+    """The file name an image's SR output is written under (``SR/``): its name with ``_HR`` made ``_SR``."""
+    return image.replace("_HR", "_SR")
+
+
+def check_sr_names(pairs: list[Pair]) -> None:
+    """A DatasetError naming both files where two images would write one SR output (``photo_HR.png`` and
+    ``photo_SR.png`` in a folder of HR images): refused before anything runs, rather than one overwriting
+    the other."""
+    seen: dict[str, Pair] = {}
+    for p in pairs:
+        other = seen.setdefault(sr_name(p.name), p)
+        if other is not p:
+            raise DatasetError(f"{other.hr} and {p.hr} would both be written to SR/{sr_name(p.name)}: rename one "
+                               f"of them")
+
+
 def crop_to_scale(hr: np.ndarray, scale: float) -> np.ndarray:
     """Crop HR (top-left kept) so that HR/scale is an integer size: a multiple of k*scale, k = tile_step."""
     unit = tile_step(scale) * scale  # smallest HR length that divides into an integer LR length

@@ -22,6 +22,19 @@ class ImageError(ValueError):
     """An image that cannot be used; the message names the file and why."""
 
 
+def failure(path: str | os.PathLike, e: BaseException, *names: str | os.PathLike) -> str:
+    """One line for a file a folder loop could not use: the exception's first line where it names the file
+    (or one of ``names``: its output), else the file, the exception's type and its first line. Pillow raises
+    many types for damaged files (TypeError, SyntaxError, IndexError, KeyError, OverflowError, struct.error,
+    ...), while decoding and while writing."""
+    text = (str(e).strip().splitlines() or [""])[0]
+    if any(str(n) in text for n in (path, *names)):
+        return text
+    if isinstance(e, ImageError):  # our own message, already saying what is wrong
+        return f"{path}: {text}"
+    return f"{path}: unreadable, corrupt or unwritable image ({type(e).__name__}: {text})"
+
+
 def is_image(path: Path) -> bool:
     return path.suffix.lower() in IMAGE_EXTS
 
@@ -58,10 +71,12 @@ def open_image(path: Path, max_pixels: int | None = DEFAULT_MAX_PIXELS) -> Image
                              f"decompression bomb?); raise --max_pixels if you mean it")
         img.load()
         return img
+    except ImageError:
+        raise
     except (UnidentifiedImageError, OSError, SyntaxError, ValueError, EOFError) as e:
-        if isinstance(e, ImageError):
-            raise
         raise ImageError(f"{path}: unreadable or corrupt image ({e})") from None
+    except Exception as e:  # noqa: BLE001 - any other type Pillow raises for a damaged file
+        raise ImageError(failure(path, e)) from None
 
 
 def frame_count(img: Image.Image) -> int:

@@ -12,7 +12,7 @@ import numpy as np
 from tqdm import tqdm
 
 from srkit.data.benchmark import crop_to_scale, make_lr, scale_tag
-from srkit.data.imageio import ImageError, read_rgb8, scan_images, write_png
+from srkit.data.imageio import failure, read_rgb8, scan_images, write_png
 
 
 def prepare(hr_dir: Path, out: Path, scales: list[float]) -> list[str]:
@@ -26,16 +26,19 @@ def prepare(hr_dir: Path, out: Path, scales: list[float]) -> list[str]:
     for path in tqdm(files, desc=f"{hr_dir.name}", unit="img"):
         try:
             img = read_rgb8(path)
-        except ImageError as e:
-            errors.append(str(e))
+        except Exception as e:  # noqa: BLE001 - one bad file never stops the rest
+            errors.append(failure(path, e))
             continue
         for s in scales:
             hr = crop_to_scale(img, s)
             if min(hr.shape[:2]) == 0:
                 errors.append(f"{path}: too small for x{s:g}")
                 continue
-            lr = make_lr(hr, s)
             d = out / scale_tag(s)
-            write_png(d / f"{path.stem}_HR.png", np.ascontiguousarray(hr))
-            write_png(d / f"{path.stem}_LR.png", lr)
+            try:
+                lr = make_lr(hr, s)
+                write_png(d / f"{path.stem}_HR.png", np.ascontiguousarray(hr))
+                write_png(d / f"{path.stem}_LR.png", lr)
+            except Exception as e:  # noqa: BLE001
+                errors.append(failure(path, e, d))
     return errors

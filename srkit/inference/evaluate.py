@@ -29,8 +29,8 @@ from tqdm import tqdm
 
 from srkit.core.atomic import atomic_write, write_text
 from srkit.data import metrics
-from srkit.data.benchmark import DatasetError, Pair, find_pairs, load_pair, scale_tag
-from srkit.data.imageio import DEFAULT_MAX_PIXELS, ImageError, write_png
+from srkit.data.benchmark import DatasetError, Pair, check_sr_names, find_pairs, load_pair, scale_tag, sr_name
+from srkit.data.imageio import DEFAULT_MAX_PIXELS, ImageError, failure, write_png
 from srkit.inference.predictor import Predict, to_tensor
 
 CSV_ERRORS = "surrogateescape"  # file names that are not valid UTF-8 keep their bytes in metrics.csv
@@ -80,6 +80,7 @@ def evaluate_folder(predict: Predict, root: Path, scale: float, out_dir: Path | 
     res = Result(label or root.name, scale, root=str(Path(root).resolve()))
     try:
         pairs, _ = find_pairs(root, scale)
+        check_sr_names(pairs)
     except DatasetError as e:
         if shard[0] == 0:
             res.errors.append(str(e))
@@ -89,7 +90,7 @@ def evaluate_folder(predict: Predict, root: Path, scale: float, out_dir: Path | 
     border = math.ceil(scale)
     with ThreadPoolExecutor(max_workers=2) as pool:
         loads = [pool.submit(load_pair, p, scale, max_pixels) for p in pairs[:2]]
-        posts: list[Future] = []
+        posts: list[tuple[Future, Pair, int]] = []
         bar = tqdm(pairs, desc=f"{res.dataset} {scale_tag(scale)}", unit="img", disable=not progress, leave=False)
         for i, pair in enumerate(bar):
             fut = loads[i]
@@ -104,15 +105,21 @@ def evaluate_folder(predict: Predict, root: Path, scale: float, out_dir: Path | 
                 t0 = time.perf_counter()
                 sr8 = predict.uint8(x, scale)
                 secs = time.perf_counter() - t0
-            except (ImageError, ValueError, RuntimeError) as e:
-                res.errors.append(str(e))
-                tqdm.write(f"error: {e}", file=sys.stderr)
+            except Exception as e:  # noqa: BLE001 - one bad file never stops the rest
+                res.errors.append(failure(pair.hr, e, *([pair.lr] if pair.lr else [])))
+                tqdm.write(f"error: {res.errors[-1]}", file=sys.stderr)
                 continue
-            posts.append(pool.submit(_score_and_write, pair, sr8, hr, border, test_y_channel, out_dir, secs))
-            res.order.append(index[i])
-        for f in posts:
-            row, problem = f.result()
+            posts.append((pool.submit(_score_and_write, pair, sr8, hr, border, test_y_channel, out_dir, secs),
+                          pair, index[i]))
+        for f, pair, i in posts:
+            try:
+                row, problem = f.result()
+            except Exception as e:  # noqa: BLE001 - scoring or writing one image failed: that image only
+                res.errors.append(failure(pair.hr, e))
+                tqdm.write(f"error: {res.errors[-1]}", file=sys.stderr)
+                continue
             res.rows.append(row)
+            res.order.append(i)
             if problem:
                 res.errors.append(problem)
                 tqdm.write(f"error: {problem}", file=sys.stderr)
@@ -161,7 +168,7 @@ def _score_and_write(pair: Pair, sr: np.ndarray, hr: np.ndarray, border: int, y:
            "seconds": secs}
     if out_dir is None:
         return row, None
-    target = out_dir / "SR" / pair.name.replace("_HR", "_SR")
+    target = out_dir / "SR" / sr_name(pair.name)
     try:
         write_png(target, sr)
         target = out_dir / "HR" / pair.name

@@ -35,7 +35,8 @@ import torch
 from PIL import Image, ImageOps, ImageSequence, JpegImagePlugin
 from tqdm import tqdm
 
-from srkit.data.imageio import DEFAULT_MAX_PIXELS, ImageError, frame_count, open_image, save_image, scan_images
+from srkit.data.imageio import (DEFAULT_MAX_PIXELS, ImageError, failure, frame_count, open_image, save_image,
+                                scan_images)
 from srkit.inference.predictor import Predict
 from srkit.core.resize import bicubic_resize, sr_size
 
@@ -274,8 +275,8 @@ def upscale_paths(predict: Predict, inputs: list[str], scale: float, out_dir: Pa
             try:
                 frames += upscale_file(predict, job.src, scale, job.dst, device, max_pixels)
                 done += 1
-            except (ImageError, RuntimeError, ValueError, OSError) as e:
-                errors.append(str(e) if str(job.src) in str(e) or str(job.dst) in str(e) else f"{job.src}: {e}")
+            except Exception as e:  # noqa: BLE001 - one bad file never stops the rest (srkit.data.imageio.failure)
+                errors.append(failure(job.src, e, job.dst))
             bar.set_postfix(failed=len(errors))
     except KeyboardInterrupt:
         bar.close()

@@ -23,6 +23,7 @@ the memory of one image whatever the benchmark's size. Benchmark folders are fou
 from __future__ import annotations
 
 import base64
+import hashlib
 import html
 import io
 import json
@@ -37,13 +38,65 @@ from scipy.ndimage import uniform_filter
 
 from srkit.core.atomic import write_text
 from srkit.data import metrics
-from srkit.data.benchmark import DatasetError, find_pairs, load_pair, scale_tag
+from srkit.data.benchmark import DatasetError, find_pairs, load_pair, scale_tag, sr_name
 from srkit.data.imageio import ImageError, read_rgb8
 from srkit.data.imresize import imresize
 from srkit.inference.evaluate import read_metrics
 
 CROP = 96  # HR pixels per side of a crop
 COLUMNS = ["dataset", "scale", "image", "psnr", "ssim", "bicubic", "gain", "seconds"]
+
+STYLE = """
+body { font: 14px/1.4 sans-serif; margin: 2em; color: #222; }
+table { border-collapse: collapse; margin-bottom: 1.5em; }
+th, td { border: 1px solid #ccc; padding: 3px 8px; text-align: right; }
+#provenance td, #provenance th, #runs td { text-align: left; }
+th { background: #f0f0f0; } th.sortable { cursor: pointer; } #images td:nth-child(-n+3) { text-align: left; }
+figure.crop { display: inline-block; width: 600px; vertical-align: top; margin: 0 1.5em 1.5em 0; }
+figure.crop div { display: inline-block; text-align: center; margin-right: 6px; }
+figure.crop img { width: 192px; height: 192px; image-rendering: pixelated; display: block; }
+.hidden { display: none; }
+"""
+SCRIPT = """
+const cols = """ + json.dumps(COLUMNS) + """;
+function sortRows(col, desc) {
+  const table = document.getElementById("images");
+  const rows = Array.from(table.querySelectorAll("tr.img"));
+  const key = r => { const v = r.children[col].dataset.v; const n = parseFloat(v); return isNaN(n) ? v : n; };
+  rows.sort((a, b) => (key(a) < key(b) ? -1 : key(a) > key(b) ? 1 : 0) * (desc ? -1 : 1));
+  rows.forEach(r => table.appendChild(r));
+  table.dataset.sorted = cols[col] + (desc ? "-desc" : "-asc");
+}
+document.querySelectorAll("th.sortable").forEach(th => th.addEventListener("click", () => {
+  const col = parseInt(th.dataset.col);
+  sortRows(col, document.getElementById("images").dataset.sorted !== cols[col] + "-desc");
+}));
+function applyFilter() {
+  const want = document.getElementById("filter").value;
+  document.querySelectorAll("tr.img, figure.crop").forEach(el =>
+    el.classList.toggle("hidden", want !== "" && el.dataset.key !== want));
+}
+document.getElementById("filter").addEventListener("change", applyFilter);
+const f = /filter=([^&]*)/.exec(location.hash);
+if (f) {
+  const sel = document.getElementById("filter");
+  const want = decodeURIComponent(f[1]);
+  if (Array.from(sel.options).some(o => o.value === want)) { sel.value = want; applyFilter(); }
+}
+const m = /sort=(\\w+)-(asc|desc)/.exec(location.hash);
+const asked = m ? cols.indexOf(m[1]) : -1;
+sortRows(asked >= 0 ? asked : cols.indexOf("gain"), asked >= 0 ? m[2] === "desc" : true);
+"""
+
+
+def _digest(text: str) -> str:
+    return "'sha256-" + base64.b64encode(hashlib.sha256(text.encode("utf-8")).digest()).decode() + "'"
+
+
+# Nothing on the page runs or loads but its own style and script (by hash): a name in a results folder that
+# slipped through escaping still could not run; crops are data: URIs, full-size images links.
+CSP = (f"default-src 'none'; img-src data:; style-src {_digest(STYLE)}; script-src {_digest(SCRIPT)}; "
+       f"base-uri 'none'; form-action 'none'")
 
 
 class ReportError(ValueError):
@@ -85,10 +138,6 @@ def _href(path: str) -> str:
     return quote(path.encode("utf-8", "surrogateescape"))
 
 
-def _sr_name(image: str) -> str:
-    return image.replace("_HR", "_SR")
-
-
 def _section(run_dir: Path, result: dict) -> Section:
     scale, tag = result["scale"], scale_tag(result["scale"])
     out = run_dir / result["dataset"] / tag
@@ -104,7 +153,7 @@ def _section(run_dir: Path, result: dict) -> Section:
     for row in read_metrics(out / "metrics.csv"):  # pass 1: scores, one image in memory at a time
         entry = {"dataset": result["dataset"], "scale": tag, "image": row["image"], "psnr": float(row["psnr"]),
                  "ssim": float(row["ssim"]), "bicubic": math.nan, "gain": math.nan,
-                 "seconds": float(row["seconds"]), "sr": f"{result['dataset']}/{tag}/SR/{_sr_name(row['image'])}",
+                 "seconds": float(row["seconds"]), "sr": f"{result['dataset']}/{tag}/SR/{sr_name(row['image'])}",
                  "hr": f"{result['dataset']}/{tag}/HR/{row['image']}"}
         pair = pairs.get(row["image"])
         if pair is not None:
@@ -121,7 +170,7 @@ def _section(run_dir: Path, result: dict) -> Section:
         ranked = sorted(scored, key=lambda r: r["gain"])
         picks = [("best", ranked[-1])] + ([("worst", ranked[0])] if ranked[0] is not ranked[-1] else [])
         for label, row in picks:  # pass 2: the two images the crops show
-            sr_path = out / "SR" / _sr_name(row["image"])
+            sr_path = out / "SR" / sr_name(row["image"])
             if not sr_path.is_file():
                 continue  # --no_save: scores only
             hr, lr = load_pair(pairs[row["image"]], scale)
@@ -175,7 +224,7 @@ def render(run_dir: Path) -> str:
     keys = sorted({(r["dataset"], scale_tag(r["scale"])) for r in table})
     options = "".join(f"<option value='{e(d)}|{e(s)}'>{e(d)} {e(s)}</option>" for d, s in keys)
     summary_rows = "".join(
-        f"<tr><td>{e(t['dataset'])}</td><td>{scale_tag(t['scale'])}</td><td>{t['images']}</td>"
+        f"<tr><td>{e(str(t['dataset']))}</td><td>{e(scale_tag(t['scale']))}</td><td>{e(str(t['images']))}</td>"
         f"<td>{_fmt(t.get('psnr'), 3)}</td><td>{_fmt(t.get('ssim'), 4)}</td><td>{_fmt(t['bicubic'], 3)}</td>"
         f"<td>{_fmt(t['gain'], 3, True)}</td><td>{_fmt(t.get('sec_per_image'), 3)}</td></tr>" for t in table)
 
@@ -198,18 +247,9 @@ def render(run_dir: Path) -> str:
         + "</figure>" for c in crops)
     model = e(str((summary.get("checkpoint") or {}).get("name") or summary.get("model") or run_dir.name))
     return f"""<!doctype html>
-<html lang="en"><head><meta charset="utf-8"><title>{model}: benchmark report</title>
-<style>
-body {{ font: 14px/1.4 sans-serif; margin: 2em; color: #222; }}
-table {{ border-collapse: collapse; margin-bottom: 1.5em; }}
-th, td {{ border: 1px solid #ccc; padding: 3px 8px; text-align: right; }}
-#provenance td, #provenance th, #runs td {{ text-align: left; }}
-th {{ background: #f0f0f0; }} th.sortable {{ cursor: pointer; }} #images td:nth-child(-n+3) {{ text-align: left; }}
-figure.crop {{ display: inline-block; width: 600px; vertical-align: top; margin: 0 1.5em 1.5em 0; }}
-figure.crop div {{ display: inline-block; text-align: center; margin-right: 6px; }}
-figure.crop img {{ width: 192px; height: 192px; image-rendering: pixelated; display: block; }}
-.hidden {{ display: none; }}
-</style></head><body>
+<html lang="en"><head><meta charset="utf-8">
+<meta http-equiv="Content-Security-Policy" content="{CSP}"><title>{model}: benchmark report</title>
+<style>{STYLE}</style></head><body>
 <h1>{model}</h1>
 {_header(summary)}
 <p>Y-channel PSNR / SSIM (MATLAB protocol, border = scale). Bicubic: MATLAB-compatible imresize of the LR.</p>
@@ -222,36 +262,7 @@ figure.crop img {{ width: 192px; height: 192px; image-rendering: pixelated; disp
 <h2>Images</h2>
 <table id="images"><tr>{"".join(f"<th class='sortable' data-col='{i}'>{c}</th>" for i, c in enumerate(COLUMNS))}</tr>
 {image_rows}</table>
-<script>
-const cols = {json.dumps(COLUMNS)};
-function sortRows(col, desc) {{
-  const table = document.getElementById("images");
-  const rows = Array.from(table.querySelectorAll("tr.img"));
-  const key = r => {{ const v = r.children[col].dataset.v; const n = parseFloat(v); return isNaN(n) ? v : n; }};
-  rows.sort((a, b) => (key(a) < key(b) ? -1 : key(a) > key(b) ? 1 : 0) * (desc ? -1 : 1));
-  rows.forEach(r => table.appendChild(r));
-  table.dataset.sorted = cols[col] + (desc ? "-desc" : "-asc");
-}}
-document.querySelectorAll("th.sortable").forEach(th => th.addEventListener("click", () => {{
-  const col = parseInt(th.dataset.col);
-  sortRows(col, document.getElementById("images").dataset.sorted !== cols[col] + "-desc");
-}}));
-function applyFilter() {{
-  const want = document.getElementById("filter").value;
-  document.querySelectorAll("tr.img, figure.crop").forEach(el =>
-    el.classList.toggle("hidden", want !== "" && el.dataset.key !== want));
-}}
-document.getElementById("filter").addEventListener("change", applyFilter);
-const f = /filter=([^&]*)/.exec(location.hash);
-if (f) {{
-  const sel = document.getElementById("filter");
-  const want = decodeURIComponent(f[1]);
-  if (Array.from(sel.options).some(o => o.value === want)) {{ sel.value = want; applyFilter(); }}
-}}
-const m = /sort=(\\w+)-(asc|desc)/.exec(location.hash);
-const asked = m ? cols.indexOf(m[1]) : -1;
-sortRows(asked >= 0 ? asked : cols.indexOf("gain"), asked >= 0 ? m[2] === "desc" : true);
-</script></body></html>
+<script>{SCRIPT}</script></body></html>
 """
 
 
@@ -263,5 +274,5 @@ def write_report(run_dir: str | Path) -> Path:
                           f"folder that holds its summary.json)")
     try:
         return write_text(run_dir / "report.html", render(run_dir))
-    except (ValueError, KeyError) as e:
+    except (ValueError, KeyError, TypeError, AttributeError) as e:  # fields of the wrong type, too
         raise ReportError(f"{run_dir / 'summary.json'}: not a summary this version can read ({e})") from None
