@@ -35,6 +35,7 @@ class CarnFamily(Family):
     paper = ("Ahn, Kang, Sohn: Fast, Accurate, and Lightweight Super-Resolution with Cascading Residual "
              "Network, ECCV 2018")
     license = "MIT (the authors' repository nmhkahn/CARN-pytorch and its released weights)"
+    commercial_use = True
     models = ("carn", "carn_m")
     flags = (
         ArchFlag("model", str, "carn or carn_m", choices=("carn", "carn_m")),

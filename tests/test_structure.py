@@ -21,7 +21,9 @@ from srkit.core import registry, tolerances
 FRONT_ENDS = ["carn/sample.py", "carn/train.py", "overnet/sample.py", "overnet/train.py"]
 FRONT_END_MAX_LINES = 30
 # srkit's layers, lowest first; a module may import its own layer's package and those of lower ranks
-LAYERS = {"core": 0, "data": 1, "weights": 1, "inference": 2, "report": 3, "training": 3, "cli": 4, "api": 4}
+# (integrations: bridges to other tools' loaders, built on the API and everything below it)
+LAYERS = {"core": 0, "data": 1, "weights": 1, "inference": 2, "report": 3, "training": 3, "cli": 4, "api": 4,
+          "integrations": 5}
 SCRIPTS = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]["scripts"]
 
 

@@ -23,6 +23,7 @@ from srkit.core.fetch import DownloadError
 from srkit.core.registry import RegistryError
 from srkit.cli.flags import add_arch_args, arch_flags_given, output_scale, positive_int
 from srkit.cli.sample import add_runtime_args
+from srkit.cli.video import add_video_args, upscale_inputs_videos
 from srkit.data.imageio import DEFAULT_MAX_PIXELS
 from srkit.inference.predictor import Predictor, at_output_scale, pick_device
 from srkit.inference.upscale import INTERRUPTED, upscale_paths
@@ -37,7 +38,8 @@ ARCH_GROUP_HELP = ("-n picks the model; these only describe a checkpoint that do
 
 def parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("-i", "--input", nargs="+", required=True, help="image files or folders (searched recursively)")
+    p.add_argument("-i", "--input", nargs="+", required=True,
+                   help="image or video files, or folders (searched recursively)")
     p.add_argument("-o", "--output", required=True, type=Path, help="the output folder")
     p.add_argument("-n", "--model_name", required=True,
                    help="the name of released weights (srkit-download --help lists them) or a checkpoint path")
@@ -48,6 +50,7 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument("--max_pixels", type=positive_int, default=DEFAULT_MAX_PIXELS,
                    help="refuse input images of more pixels (decompression bombs)")
     add_runtime_args(p)
+    add_video_args(p)
     add_arch_args(p.add_argument_group(ARCH_GROUP, ARCH_GROUP_HELP), registry.families())
     return p
 
@@ -69,7 +72,11 @@ def main(argv: list[str] | None = None) -> int:
     except KeyboardInterrupt:  # while loading: nothing written yet (upscale_paths reports its own)
         print("interrupted: nothing was written", file=sys.stderr)
         return INTERRUPTED
-    return upscale_paths(predict, args.input, scale, args.output, device, args.max_pixels, args.suffix, args.ext)
+    images, video_status = upscale_inputs_videos(predict, args, scale, device)  # videos: srkit.inference.video
+    if video_status is not None and (video_status in (2, INTERRUPTED) or not images):
+        return video_status
+    status = upscale_paths(predict, images, scale, args.output, device, args.max_pixels, args.suffix, args.ext)
+    return max(status, video_status or 0)
 
 
 if __name__ == "__main__":

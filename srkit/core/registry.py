@@ -119,6 +119,7 @@ class Family:
     title: str = ""                      # for messages: the models' names as the paper writes them
     paper: str = ""
     license: str = ""
+    commercial_use: bool = False         # the released weights' license permits it (MIT, Apache): integrations
     models: tuple[str, ...] = ()         # values of arch["model"]
     flags: tuple[ArchFlag, ...] = ()     # architecture flags of the front-ends (sample and train)
     extra_fields: Mapping[str, type | tuple[type, ...]] = {}  # arch fields that are not flags, with their types

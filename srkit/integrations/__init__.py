@@ -1,0 +1,1 @@
+"""Bridges from the engine to other tools' loaders (spandrel: ComfyUI, chaiNNer, InvokeAI)."""
