@@ -1,6 +1,7 @@
 """What a new user meets first, tried as one would: a mistyped model name, messages that read as English."""
 from __future__ import annotations
 
+import json
 import os
 import re
 import shutil
@@ -163,3 +164,28 @@ def test_upscale_help_sets_the_architecture_flags_apart_from_the_model_name(caps
     flags = {f"--{f.name}" for fam in registry.families() for f in fam.flags}
     shown = lambda text, f: re.search(rf"^  {f}\b(?!_)", text, re.M)  # noqa: E731 - an option's own line
     assert flags and all(shown(arch, f) for f in flags) and not any(shown(main, f) for f in flags)
+
+
+def test_a_later_run_without_report_rebuilds_the_report_beside_the_summary(tmp_path, random_carn_m, capsys):
+    from conftest import run_dir
+    from srkit.cli import sample
+    d = tmp_path / "Photos"
+    d.mkdir()
+    rng = np.random.default_rng(1)
+    Image.fromarray(rng.integers(0, 256, (48, 60, 3), np.uint8)).save(d / "p.png")
+    argv = ["--ckpt_path", str(random_carn_m), "--test_data_dir", str(d), "--sample_dir", str(tmp_path / "s"),
+            "--no_save", "--cpu"]
+    assert sample.main([*argv, "--scale", "2"]) == 0
+    run = run_dir(tmp_path / "s")
+    assert not (run / "report.html").exists()  # none asked for, none made
+    assert sample.main([*argv, "--scale", "2", "--report"]) == 0
+    first = (run / "report.html").read_text()
+    capsys.readouterr()
+    assert sample.main([*argv, "--scale", "3"]) == 0
+    out = capsys.readouterr().out
+    assert f"report: {run / 'report.html'} (rebuilt: it was there from an earlier run, and summary.json changed)" in out
+    summary = json.loads((run / "summary.json").read_text())
+    assert (run / "report.html").read_text() != first
+    assert (run / "report.html").stat().st_mtime_ns >= (run / "summary.json").stat().st_mtime_ns
+    assert sorted(r["scale"] for r in summary["results"]) == [2, 3]
+    assert "<td>x3</td>" not in first and "<td>x3</td>" in (run / "report.html").read_text()
