@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import json
+import math
 import os
 import re
 import shutil
@@ -189,3 +190,29 @@ def test_a_later_run_without_report_rebuilds_the_report_beside_the_summary(tmp_p
     assert (run / "report.html").stat().st_mtime_ns >= (run / "summary.json").stat().st_mtime_ns
     assert sorted(r["scale"] for r in summary["results"]) == [2, 3]
     assert "<td>x3</td>" not in first and "<td>x3</td>" in (run / "report.html").read_text()
+
+
+def test_complexity_says_why_a_count_differs_from_the_paper(capsys):
+    """The counts equal the authors' released state dicts (../shared/reference/official_state_dicts.json); the
+    note's figures are recomputed here from the same file's shapes, and the paper's figures from
+    paper_complexity.csv."""
+    from conftest import shared_path
+    from srkit.cli import complexity
+    official = json.loads(shared_path("reference", "official_state_dicts.json").read_text())
+    paper = {line.split(",")[0]: int(line.split(",")[2].rstrip("K")) for line in
+             shared_path("reference", "paper_complexity.csv").read_text().splitlines()[2:]}
+    assert complexity.main([]) == 0
+    out = capsys.readouterr().out
+    for name, entry in official.items():
+        assert f"| {name} | x" in out and f"| {entry['params_total']:,} |" in out
+    shapes = official["carn_m"]["state_dict"]
+    biases = sum(math.prod(s) for k, s in shapes.items() if k.endswith("bias") and "mean" not in k)
+    frozen = official["carn_m"]["params_total"] - official["carn_m"]["params_trainable"]
+    carn_biases = sum(math.prod(s) for k, s in official["carn"]["state_dict"].items()
+                      if k.endswith("bias") and "mean" not in k)
+    assert (biases, frozen, paper["carn_m"], paper["carn"]) == (2755, 24, 412, 1592)
+    assert (f"carn_m: 414,811 counts every value of the model ({biases:,} of them biases, {frozen} frozen mean-shift "
+            f"values); the paper prints 412K. The count without the biases is {414_811 - biases:,}, the paper's "
+            f"figure; carn counted so is {1_591_963 - carn_biases:,}, not its paper's 1592K, which is its full "
+            f"count: the paper's table did not count its models alike.") in out
+    assert "\ncarn:" not in out  # carn's count prints as its paper's
