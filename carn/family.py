@@ -47,8 +47,10 @@ class CarnFamily(Family):
     # the authors' train.py defaults; their READMEs' commands set patch, batch, steps and decay (see README)
     recipe = Recipe(optimizer=_adam, lr=1e-4, max_steps=200_000, decay=150_000)
     pretrained = PRETRAINED
+    # the CARN paper's table: 1,592K and 412K parameters (Mult-Adds: srkit.core.complexity)
     examples = tuple(Example(m, {"model": m, "multi_scale": True, "scale": None, "group": DEFAULT_GROUP[m],
-                                 "reduce_upsample": False}, (2, 3, 4)) for m in ("carn", "carn_m"))
+                                 "reduce_upsample": False}, (2, 3, 4), k)
+                     for m, k in (("carn", 1592), ("carn_m", 412)))
 
     def build(self, arch: Mapping[str, Any]) -> CascadingNet:
         model = arch.get("model")

@@ -1,6 +1,8 @@
 """What a new user meets first, tried as one would: a mistyped model name, messages that read as English."""
 from __future__ import annotations
 
+import json
+import math
 import os
 import re
 import shutil
@@ -163,3 +165,54 @@ def test_upscale_help_sets_the_architecture_flags_apart_from_the_model_name(caps
     flags = {f"--{f.name}" for fam in registry.families() for f in fam.flags}
     shown = lambda text, f: re.search(rf"^  {f}\b(?!_)", text, re.M)  # noqa: E731 - an option's own line
     assert flags and all(shown(arch, f) for f in flags) and not any(shown(main, f) for f in flags)
+
+
+def test_a_later_run_without_report_rebuilds_the_report_beside_the_summary(tmp_path, random_carn_m, capsys):
+    from conftest import run_dir
+    from srkit.cli import sample
+    d = tmp_path / "Photos"
+    d.mkdir()
+    rng = np.random.default_rng(1)
+    Image.fromarray(rng.integers(0, 256, (48, 60, 3), np.uint8)).save(d / "p.png")
+    argv = ["--ckpt_path", str(random_carn_m), "--test_data_dir", str(d), "--sample_dir", str(tmp_path / "s"),
+            "--no_save", "--cpu"]
+    assert sample.main([*argv, "--scale", "2"]) == 0
+    run = run_dir(tmp_path / "s")
+    assert not (run / "report.html").exists()  # none asked for, none made
+    assert sample.main([*argv, "--scale", "2", "--report"]) == 0
+    first = (run / "report.html").read_text()
+    capsys.readouterr()
+    assert sample.main([*argv, "--scale", "3"]) == 0
+    out = capsys.readouterr().out
+    assert f"report: {run / 'report.html'} (rebuilt: it was there from an earlier run, and summary.json changed)" in out
+    summary = json.loads((run / "summary.json").read_text())
+    assert (run / "report.html").read_text() != first
+    assert (run / "report.html").stat().st_mtime_ns >= (run / "summary.json").stat().st_mtime_ns
+    assert sorted(r["scale"] for r in summary["results"]) == [2, 3]
+    assert "<td>x3</td>" not in first and "<td>x3</td>" in (run / "report.html").read_text()
+
+
+def test_complexity_says_why_a_count_differs_from_the_paper(capsys):
+    """The counts equal the authors' released state dicts (../shared/reference/official_state_dicts.json); the
+    note's figures are recomputed here from the same file's shapes, and the paper's figures from
+    paper_complexity.csv."""
+    from conftest import shared_path
+    from srkit.cli import complexity
+    official = json.loads(shared_path("reference", "official_state_dicts.json").read_text())
+    paper = {line.split(",")[0]: int(line.split(",")[2].rstrip("K")) for line in
+             shared_path("reference", "paper_complexity.csv").read_text().splitlines()[2:]}
+    assert complexity.main([]) == 0
+    out = capsys.readouterr().out
+    for name, entry in official.items():
+        assert f"| {name} | x" in out and f"| {entry['params_total']:,} |" in out
+    shapes = official["carn_m"]["state_dict"]
+    biases = sum(math.prod(s) for k, s in shapes.items() if k.endswith("bias") and "mean" not in k)
+    frozen = official["carn_m"]["params_total"] - official["carn_m"]["params_trainable"]
+    carn_biases = sum(math.prod(s) for k, s in official["carn"]["state_dict"].items()
+                      if k.endswith("bias") and "mean" not in k)
+    assert (biases, frozen, paper["carn_m"], paper["carn"]) == (2755, 24, 412, 1592)
+    assert (f"carn_m: 414,811 counts every value of the model ({biases:,} of them biases, {frozen} frozen mean-shift "
+            f"values); the paper prints 412K. The count without the biases is {414_811 - biases:,}, the paper's "
+            f"figure; carn counted so is {1_591_963 - carn_biases:,}, not its paper's 1592K, which is its full "
+            f"count: the paper's table did not count its models alike.") in out
+    assert "\ncarn:" not in out  # carn's count prints as its paper's

@@ -59,7 +59,8 @@ def add_inference_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--no_save", action="store_true", help="score only, write no PNGs")
     p.add_argument("--report", action="store_true",
                    help="also write report.html beside summary.json: tables, per-image rows, crops of the best and "
-                        "worst images against bicubic (a self-contained page)")
+                        "worst images against bicubic (a self-contained page); a report already there is always "
+                        "rebuilt")
     add_runtime_args(p)
 
 
@@ -140,8 +141,11 @@ def run(args: argparse.Namespace, family: Family | None, argv: list[str] | None 
         status = run_benchmarks(predictors, run_dir, args.test_data_dir, list(predictors), device,
                                 test_y_channel=not args.rgb, save=not args.no_save, record=record,
                                 max_pixels=args.max_pixels)
-        if args.report and int(os.environ.get("RANK", "0")) == 0:
-            print(f"report: {write_report(run_dir)}")
+        # a report from an earlier run is rebuilt too, so that it never contradicts summary.json beside it
+        earlier = (run_dir / "report.html").is_file()
+        if (args.report or earlier) and int(os.environ.get("RANK", "0")) == 0:
+            print(f"report: {write_report(run_dir)}" + ("" if args.report else " (rebuilt: it was there from an "
+                                                         "earlier run, and summary.json changed)"))
         return status
     finally:
         leave()

@@ -86,6 +86,7 @@ class Example:
     name: str
     arch: dict
     scales: tuple[int, ...]
+    paper_params_k: int | None = None  # the paper's parameter count, in thousands as printed (srkit-complexity)
 
 
 @dataclass(frozen=True)
