@@ -219,3 +219,19 @@ def test_flags_and_environment_that_cannot_work_are_one_line(div2k, tmp_path, ca
     r = subprocess.run([*TRAIN, *base], capture_output=True, text=True, env={**ENV, "WORLD_SIZE": "abc"}, timeout=300)
     assert r.returncode == 2 and "Traceback" not in r.stderr and \
         "error: environment variable WORLD_SIZE='abc' is not a whole number" in r.stderr, r.stderr[-1500:]
+
+
+@pytest.mark.parametrize("entry", ["overnet/train.py", "srkit-train --family carn --model carn_m", "srkit-train --family overnet"])
+def test_every_training_entry_point_refuses_an_empty_path_flag(entry, tmp_path, capsys, monkeypatch):
+    """Path('') is the current folder: --ckpt_dir '' wrote the run there, --train_data_path '' named '.'."""
+    from overnet import train as overnet_train
+    from srkit.cli import train as cli
+    monkeypatch.chdir(tmp_path)
+    main = overnet_train.main if entry == "overnet/train.py" else (lambda a: cli.main(entry.split()[1:] + a))
+    for flag in ("--ckpt_dir", "--train_data_path", "--valid_data_path", "--pretrained", "--ckpt_name"):
+        with pytest.raises(SystemExit) as e:
+            main([flag, "", "--cpu"])
+        err = capsys.readouterr().err
+        assert e.value.code == 2 and (f"{flag} is empty: give a path" in err or f"{flag} '' is not a run name" in err), \
+            (flag, err[-800:])
+    assert not list(tmp_path.iterdir())
