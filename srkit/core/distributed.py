@@ -15,7 +15,12 @@ class ProcessGroupError(RuntimeError):
 
 def setup_distributed(cpu: bool, timeout_s: float = 300) -> tuple[int, int, torch.device]:
     """(rank, world, device): joins the process group when launched by torchrun (WORLD_SIZE > 1)."""
-    world = int(os.environ.get("WORLD_SIZE", "1"))
+    world = env_int("WORLD_SIZE", 1, 1)
+    if world > 1:  # what torchrun sets; a malformed one is named before torch reads it
+        env_int("RANK", 0, 0, world - 1)
+        env_int("LOCAL_RANK", 0, 0)
+        env_int("MASTER_PORT", 29500, 1, 65535)
+        env_int("TORCHELASTIC_RESTART_COUNT", 0, 0)
     use_cuda = torch.cuda.is_available() and not cpu
     if world > 1:
         if not dist.is_initialized():
@@ -25,13 +30,30 @@ def setup_distributed(cpu: bool, timeout_s: float = 300) -> tuple[int, int, torc
                 raise ProcessGroupError(f"could not join the process group of {world} processes (as rank "
                                         f"{os.environ.get('RANK')}) within {timeout_s:g} s: "
                                         f"{str(e).splitlines()[0]}") from None
-        rank, local = dist.get_rank(), int(os.environ.get("LOCAL_RANK", "0"))
+        rank, local = dist.get_rank(), env_int("LOCAL_RANK", 0, 0)
     else:
         rank, local = 0, 0
     if use_cuda:
         torch.cuda.set_device(local)
         return rank, world, torch.device("cuda", local)
     return rank, world, torch.device("cpu")
+
+
+def env_int(name: str, default: int, low: int, high: int | None = None) -> int:
+    """The whole number in environment variable ``name`` (``default`` when unset), or ProcessGroupError naming
+    the variable and its value."""
+    text = os.environ.get(name)
+    if text is None:
+        return default
+    try:
+        value = int(text)
+    except ValueError:
+        value = None
+    if value is None or value < low or (high is not None and value > high):
+        want = f"a whole number from {low} to {high}" if high is not None else f"a whole number of at least {low}"
+        raise ProcessGroupError(f"environment variable {name}={text!r} is not {want} (torchrun sets it; unset "
+                                f"WORLD_SIZE, RANK, LOCAL_RANK and MASTER_PORT to run in one process)")
+    return value
 
 
 def _init(backend: str, timeout: datetime.timedelta) -> None:

@@ -15,6 +15,8 @@ ZERO_GRAD = {
             "an idle branch of a multi-scale model keeps getting Adam updates from its moments",
     "free": "gradients freed between steps (today's zero_grad() default): an idle branch stays still",
 }
+SEED_MAX = 2 ** 64 - 1  # torch.manual_seed's limit; numpy's SeedSequence takes any non-negative integer
+PATH_FIELDS = ("ckpt_dir", "train_data_path", "valid_data_path", "pretrained")
 RESUME_MUST_MATCH = ("scale", "patch_size", "batch_size", "seed", "lr", "decay", "loss_fn", "clip", "zero_grad",
                      "channel_order")
 
@@ -66,6 +68,14 @@ class TrainConfig:
             raise ValueError(f"--lr must be above 0, not {self.lr}")
         if not self.clip > 0:
             raise ValueError(f"--clip must be above 0, not {self.clip}")
+        if not 0 <= self.seed <= SEED_MAX:
+            raise ValueError(f"--seed must be a whole number from 0 to {SEED_MAX} (2**64 - 1), not {self.seed}")
+        for name in PATH_FIELDS:
+            if getattr(self, name) == "":
+                raise ValueError(f"--{name} is empty: give a path")
+        if self.ckpt_name in ("", ".", "..") or "/" in self.ckpt_name or "\\" in self.ckpt_name:
+            raise ValueError(f"--ckpt_name {self.ckpt_name!r} is not a run name: the run goes to "
+                             f"<ckpt_dir>/<ckpt_name>/, so give a plain folder name (a path goes in --ckpt_dir)")
         if self.zero_grad not in ZERO_GRAD:
             raise ValueError(f"--zero_grad is one of {', '.join(ZERO_GRAD)}, not {self.zero_grad!r}")
 

@@ -153,8 +153,12 @@ def _unwritable(run: Path, e: OSError) -> str:
     ckpt_dir = run.parent
     if e.errno == errno.ENOSPC:
         why = "no space left on the device"
-    elif e.errno in (errno.ENOTDIR, errno.EEXIST) or (ckpt_dir.exists() and not ckpt_dir.is_dir()):
-        why = "a path through a file, not a folder"
+    elif ckpt_dir.is_file():
+        why = f"{ckpt_dir} is a file, not a folder"
+    elif e.errno in (errno.ENOTDIR, errno.EEXIST):
+        why = "a part of the path is a file, not a folder"
+    elif e.errno == errno.EROFS:
+        why = "a read-only file system"
     else:
         why = e.strerror or str(e)
     return f"--ckpt_dir {ckpt_dir}: cannot write the run folder {run}: {why}"

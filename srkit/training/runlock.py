@@ -77,8 +77,8 @@ class RunLock:
             os.ftruncate(fd, 0)
             os.pwrite(fd, f"host {socket.gethostname()}, PID {os.getpid()}, since "
                           f"{time.strftime('%Y-%m-%d %H:%M:%S %Z')}\n".encode(), 0)
-        except OSError:
-            self.release()
+        except OSError:  # a full disk: not even the holder's line fits
+            self.release(remove_if_alone=True)
             raise
 
     def release(self, remove_if_alone: bool = False) -> None:

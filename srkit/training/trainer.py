@@ -220,7 +220,10 @@ class Trainer:
 
     def _loop(self) -> list[StepRecord]:
         cfg = self.cfg
-        logs = RunLogs(self.run.path, self.rank, self.scales, self.step, self._config_record(), cfg.debug_sync)
+        try:
+            logs = RunLogs(self.run.path, self.rank, self.scales, self.step, self._config_record(), cfg.debug_sync)
+        except OSError as e:  # a disk that filled up since the lock was taken, a folder made read-only
+            raise TrainingError(f"could not write the run's logs in {self.run.path}: {e.strerror or e}") from None
         end = min(cfg.max_steps, self.step + cfg.stop_after) if cfg.stop_after else cfg.max_steps
         loader = DataLoader(self.data, batch_size=None, sampler=range(self.step, end),
                             num_workers=cfg.workers, collate_fn=_as_is, worker_init_fn=loader_worker_init,
