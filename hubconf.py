@@ -30,6 +30,9 @@ def _variant(fam, name: str, pretrained: bool):
 
 def _entry(fam, name: str | None):
     def entry(pretrained: bool = False, **kwargs):
+        if name and kwargs:  # a named entry is one variant: a keyword would be silently ignored
+            raise TypeError(f"the {name} hub entry takes no arguments besides pretrained ({', '.join(kwargs)} "
+                            f"given)")
         return _variant(fam, name or fam.hub_variant(**kwargs), pretrained)
     weights = {p.name: p for p in fam.pretrained}
     license_ = weights[name].license if name in weights else fam.license

@@ -9,7 +9,7 @@ import torch
 from adamp import AdamP
 
 from overnet.net import OverNet
-from srkit.core.registry import ArchFlag, Example, Family, Pretrained, Recipe, register
+from srkit.core.registry import ArchFlag, Example, Family, Pretrained, Recipe, register, scale_text
 
 UPSCALES = (3, 4, 5, 8)  # overscaling factors the pixel-shuffle stages can build (x2 would overscale nothing)
 RELEASE = "https://raw.githubusercontent.com/pbehjatii/OverNet-PyTorch/main/checkpoints/"
@@ -73,7 +73,7 @@ class OverNetFamily(Family):
 
     def check_scale(self, arch: Mapping[str, Any], scale: float) -> str | None:
         u = arch["upscale"]
-        return None if 1 < scale <= u else f"this OverNet (upscale {u}) serves 1 < s <= {u}, not {scale:g}"
+        return None if 1 < scale <= u else f"this OverNet (upscale {u}) serves 1 < s <= {u}, not {scale_text(scale)}"
 
     def run_name(self, arch: Mapping[str, Any]) -> str:
         return f"overnet_x{arch['upscale'] - 1}"

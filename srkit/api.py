@@ -26,6 +26,20 @@ from srkit.weights.load import load_model
 __all__ = ["Upscaler", "load", "load_model", "write_report"]
 
 
+def check_tensor(x: torch.Tensor) -> torch.Tensor:
+    """``x`` if it is what the model takes: a real floating-point (N, 3, H, W) tensor holding finite values;
+    else a one-line ValueError saying what it is (as the command line refuses a NaN image)."""
+    if x.dtype == torch.bool or x.is_complex() or not x.is_floating_point():
+        raise ValueError(f"a {x.dtype} tensor: give a floating-point tensor in [0, 1]")
+    if x.dim() != 4 or x.shape[1] != 3:
+        raise ValueError(f"a tensor of shape {tuple(x.shape)}: give (N, 3, H, W) RGB (a single image: x[None]; "
+                         f"grayscale: x.expand(-1, 3, -1, -1))")
+    bad = int((~torch.isfinite(x)).sum())
+    if bad:
+        raise ValueError(f"a tensor holding {bad:,} NaN or infinite value(s); replace them first")
+    return x
+
+
 class Upscaler:
     """A loaded model with tiling and the fast path; call it with an image and an output scale."""
 
@@ -44,7 +58,7 @@ class Upscaler:
     def __call__(self, image: Image.Image | torch.Tensor, scale: float = 2) -> Image.Image | torch.Tensor:
         predict = self._for(scale)  # ValueError, in one line, for a scale that cannot be reached
         if isinstance(image, torch.Tensor):
-            return predict(image.to(self.device).float(), scale).clamp(0, 1)
+            return predict(check_tensor(image).to(self.device).float(), scale).clamp(0, 1)
         return upscale_pil(predict, image, scale, self.device)
 
 

@@ -12,17 +12,19 @@ from pathlib import Path
 
 from srkit.core.checkpoint import CheckpointError
 from srkit.core.fetch import DownloadError
+from srkit.cli.flags import path_arg
 from srkit.weights.convert import convert
+from srkit.weights.guard import OutputError
 
 
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("src", help="a manifest name or a checkpoint path")
-    p.add_argument("out", type=Path, help="output file (.safetensors or .pth)")
+    p.add_argument("src", type=path_arg, help="a manifest name or a checkpoint path")
+    p.add_argument("out", type=lambda t: Path(path_arg(t)), help="output file (.safetensors or .pth)")
     a = p.parse_args(argv)
     try:
         arch = convert(a.src, a.out)
-    except (CheckpointError, DownloadError, OSError) as e:
+    except (CheckpointError, DownloadError, OutputError, OSError) as e:
         print(f"error: {e}", file=sys.stderr)
         return 2
     print(f"wrote {a.out}: {arch}")

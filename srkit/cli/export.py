@@ -9,22 +9,30 @@ import argparse
 import sys
 from pathlib import Path
 
+from srkit.cli.flags import path_arg, positive_int
+from srkit.core import registry
 from srkit.core.checkpoint import CheckpointError
 from srkit.core.fetch import DownloadError
 from srkit.core.tolerances import ONNX_ATOL
 from srkit.inference.export_onnx import export, verify
+from srkit.weights.guard import OutputError, check_output
 from srkit.weights.load import load_model_with_source
 
 
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--ckpt_path", required=True, help="a manifest name or a checkpoint path")
-    p.add_argument("--scale", type=int, required=True)
-    p.add_argument("--out", type=Path, required=True)
+    p.add_argument("--ckpt_path", type=path_arg, required=True, help="a manifest name or a checkpoint path")
+    p.add_argument("--scale", type=positive_int, required=True, help="an integer scale the model serves")
+    p.add_argument("--out", type=lambda t: Path(path_arg(t)), required=True, help="the .onnx file to write")
     a = p.parse_args(argv)
     try:
+        check_output(a.out, [a.ckpt_path], "--out")
         net, arch, source = load_model_with_source(a.ckpt_path)
-    except (CheckpointError, DownloadError) as e:
+        check_output(a.out, [a.ckpt_path, source.path], "--out")
+        why = registry.get(arch["family"]).check_scale(arch, a.scale)
+        if why:
+            raise OutputError(f"--scale {a.scale}: {why}")
+    except (CheckpointError, DownloadError, OutputError) as e:
         print(f"error: {e}", file=sys.stderr)
         return 2
     export(net, a.scale, a.out, arch=arch, source=source)

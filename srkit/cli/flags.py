@@ -45,6 +45,22 @@ non_negative_int = _number(int, lambda v: v >= 0, "must not be negative")
 positive_float = _number(float, lambda v: v > 0, "must be above 0")
 
 
+def path_arg(text: str) -> str:
+    """A path flag's value: an empty one (``-i ''``, an unset shell variable) is refused rather than taken as
+    the current directory."""
+    if not text.strip():
+        raise argparse.ArgumentTypeError("an empty path; give a file or folder name")
+    return text
+
+
+def name_suffix(text: str) -> str:
+    """``--suffix``: text added to a file name's stem, so no path separator and no NUL."""
+    if "/" in text or "\\" in text or "\0" in text:
+        raise argparse.ArgumentTypeError(f"{text!r} holds a path separator; a suffix is added to file names "
+                                         f"(write into another folder with -o)")
+    return text
+
+
 def output_scale(text: str) -> float:
     """A scale above 1; one within rounding of an integer (2.0000001) is refused rather than guessed."""
     v = _number(float, lambda v: v > 1, "is not an upscaling factor: give a scale above 1")(text)

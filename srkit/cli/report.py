@@ -8,12 +8,13 @@ import argparse
 import sys
 from pathlib import Path
 
+from srkit.cli.flags import path_arg
 from srkit.report import ReportError, write_report
 
 
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("run_dir", type=Path, help="an evaluation's folder: <sample_dir>/<checkpoint>-<hash>/")
+    p.add_argument("run_dir", type=lambda t: Path(path_arg(t)), help="an evaluation's folder: <sample_dir>/<checkpoint>-<hash>/")
     a = p.parse_args(argv)
     try:
         print(f"report: {write_report(a.run_dir)}")

@@ -23,7 +23,8 @@ from srkit.core.distributed import ProcessGroupError, leave, setup_distributed
 from srkit.core.fetch import DownloadError
 from srkit.core.provenance import environment
 from srkit.core.registry import Family, RegistryError
-from srkit.cli.flags import add_arch_args, arch_flags_given, model_scale, non_negative_int, output_scale, positive_int
+from srkit.cli.flags import (add_arch_args, arch_flags_given, model_scale, non_negative_int, output_scale, path_arg,
+                             positive_int)
 from srkit.data.benchmark import scale_tag
 from srkit.data.download import SETS, default_root, fetch_set, source
 from srkit.data.imageio import DEFAULT_MAX_PIXELS
@@ -36,7 +37,7 @@ from srkit.weights.load import load_model_with_source
 
 def add_inference_args(p: argparse.ArgumentParser) -> None:
     """Flags of the sample front-ends (names as in the authors' READMEs where they exist)."""
-    p.add_argument("--ckpt_path", required=True,
+    p.add_argument("--ckpt_path", type=path_arg, required=True,
                    help="the name of released weights (srkit-download --help lists them) or a checkpoint path "
                         "(any layout)")
     p.add_argument("--scale", type=model_scale, nargs="+", default=None,
@@ -47,13 +48,13 @@ def add_inference_args(p: argparse.ArgumentParser) -> None:
                         "MATLAB-bicubic down to the exact size")
     p.add_argument("--max_pixels", type=positive_int, default=DEFAULT_MAX_PIXELS,
                    help="refuse input images of more pixels (decompression bombs)")
-    p.add_argument("--sample_dir", default="sample",
+    p.add_argument("--sample_dir", type=path_arg, default="sample",
                    help="where outputs go: <sample_dir>/<checkpoint name>-<sha256[:8]>/...")
-    p.add_argument("--test_data_dir", nargs="+", default=None,
+    p.add_argument("--test_data_dir", type=path_arg, nargs="+", default=None,
                    help="one or more benchmark folders (x<s>/ HR+LR pairs, DIV2K valid, or HR images only; "
                         "default: Set5 under datasets/benchmark of the working directory when it has datasets/, "
                         "else of the checkout)")
-    p.add_argument("--input", nargs="+", default=None,
+    p.add_argument("--input", type=path_arg, nargs="+", default=None,
                    help="images or folders to upscale instead (no HR, no metrics): <sample_dir>/<...>/upscaled/x<s>/")
     p.add_argument("--rgb", action="store_true", help="score RGB instead of the Y channel")
     p.add_argument("--no_save", action="store_true", help="score only, write no PNGs")

@@ -21,7 +21,7 @@ from srkit.core import registry
 from srkit.core.checkpoint import CheckpointError
 from srkit.core.fetch import DownloadError
 from srkit.core.registry import RegistryError
-from srkit.cli.flags import add_arch_args, arch_flags_given, output_scale, positive_int
+from srkit.cli.flags import add_arch_args, arch_flags_given, name_suffix, output_scale, path_arg, positive_int
 from srkit.cli.sample import add_runtime_args
 from srkit.cli.video import add_video_args, upscale_inputs_videos
 from srkit.data.imageio import DEFAULT_MAX_PIXELS
@@ -38,14 +38,14 @@ ARCH_GROUP_HELP = ("-n picks the model; these only describe a checkpoint that do
 
 def parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("-i", "--input", nargs="+", required=True,
+    p.add_argument("-i", "--input", nargs="+", required=True, type=path_arg,
                    help="image or video files, or folders (searched recursively)")
-    p.add_argument("-o", "--output", required=True, type=Path, help="the output folder")
-    p.add_argument("-n", "--model_name", required=True,
+    p.add_argument("-o", "--output", required=True, type=lambda t: Path(path_arg(t)), help="the output folder")
+    p.add_argument("-n", "--model_name", required=True, type=path_arg,
                    help="the name of released weights (srkit-download --help lists them) or a checkpoint path")
     p.add_argument("-s", "--outscale", type=output_scale, default=None, dest="outscale",
                    help="the output scale, any real factor above 1 (default: the model's own)")
-    p.add_argument("--suffix", default="", help="added to each output's file name stem (default: none)")
+    p.add_argument("--suffix", default="", type=name_suffix, help="added to each output's file name stem (default: none)")
     p.add_argument("--ext", choices=EXTS, default="auto", help="output format; auto keeps the input's")
     p.add_argument("--max_pixels", type=positive_int, default=DEFAULT_MAX_PIXELS,
                    help="refuse input images of more pixels (decompression bombs)")

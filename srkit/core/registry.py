@@ -189,7 +189,7 @@ class Family:
         served = self.served_scales(arch)
         if scale in served:
             return None
-        return f"this model serves {', '.join(f'x{s}' for s in served)}, not x{scale:g}"
+        return f"this model serves {', '.join(f'x{s}' for s in served)}, not x{scale_text(scale)}"
 
     def run_name(self, arch: Mapping[str, Any]) -> str:
         """A name for this model's outputs and runs (e.g. the default ``--ckpt_name``)."""
@@ -214,6 +214,13 @@ class Family:
                             f"({', '.join(kwargs)} given)")
         names = [p.name for p in self.pretrained] or [e.name for e in self.examples]
         return names[0]
+
+
+def scale_text(scale: float) -> str:
+    """A scale as messages print it: short (``4``, ``3.5``) where that is exact, else every digit
+    (``4.0000001``), so that a scale just off a served one never reads as that scale."""
+    short = f"{scale:g}"
+    return short if float(short) == float(scale) else repr(float(scale))
 
 
 def _is_a(v: Any, types: tuple[type, ...]) -> bool:

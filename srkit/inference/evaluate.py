@@ -10,10 +10,15 @@ images are reported by name and skipped; the exit status is non-zero if anything
 checkpoints never share files. Within it, results are keyed by (dataset, scale): a second run of the same
 checkpoint adds its datasets and scales to ``summary.json`` and replaces only the ones it ran again, saying
 so. Two benchmark folders with the same name in one run get distinct labels (``A_Set5``, ``B_Set5``).
+Evaluations running at once into one folder merge their rows: ``summary.json`` is read, merged and written
+under an exclusive lock (``flock`` on ``.summary.json.lock`` beside it; the OS releases it if a process dies),
+so the second waits for the first's write and adds to it.
 """
 from __future__ import annotations
 
+import contextlib
 import csv
+import fcntl
 import json
 import math
 import sys
@@ -182,9 +187,26 @@ def _key(r: dict) -> tuple[str, float]:
     return r["dataset"], float(r["scale"])
 
 
+@contextlib.contextmanager
+def _locked(path: Path):
+    """An exclusive lock for read-modify-writes of ``path``, held until the block ends."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with open(path.with_name(f".{path.name}.lock"), "a") as f:
+        fcntl.flock(f, fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(f, fcntl.LOCK_UN)
+
+
 def merge_summary(path: Path, record: dict, results: list[dict], errors: list[str], world: int) -> list[str]:
     """``summary.json`` with this run's results added (a (dataset, scale) run again replaces its entry);
-    returns notes on what was replaced."""
+    returns notes on what was replaced. Runs at once merge (see the module docstring)."""
+    with _locked(path):
+        return _merge(path, record, results, errors, world)
+
+
+def _merge(path: Path, record: dict, results: list[dict], errors: list[str], world: int) -> list[str]:
     old = {}
     if path.is_file():
         try:

@@ -11,7 +11,7 @@ from typing import Protocol
 import numpy as np
 import torch
 
-from srkit.core.registry import Family
+from srkit.core.registry import Family, scale_text
 from srkit.core.resize import sr_size
 from srkit.data.imageio import quantize
 from srkit.data.imresize import imresize
@@ -132,12 +132,12 @@ def model_scale_for(fam: Family, arch: dict, scale: float) -> float:
     may serve real scales), else the nearest served scale above it (the output is then brought
     down with the MATLAB-compatible imresize). ValueError when there is none."""
     if scale <= 1:
-        raise ValueError(f"x{scale:g} is not an upscaling factor: give an output scale above 1")
+        raise ValueError(f"x{scale_text(scale)} is not an upscaling factor: give an output scale above 1")
     if fam.check_scale(arch, scale) is None:
         return scale
     above = [x for x in fam.served_scales(arch) if x >= scale]
     if not above:
-        raise ValueError(f"x{scale:g}: {fam.check_scale(arch, scale)}, and it serves no larger scale to bring "
+        raise ValueError(f"x{scale_text(scale)}: {fam.check_scale(arch, scale)}, and it serves no larger scale to bring "
                          f"down from")
     return min(above)
 

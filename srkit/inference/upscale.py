@@ -7,14 +7,15 @@ What happens to each mode:
   bicubic interpolation and reattached (the network was never trained on alpha).
 - Palette (P): converted to RGB (or RGBA); the SR image is written as RGB(A), not re-quantized to a palette.
 - 16-bit grayscale (I;16) and 32-bit integer (I): read at full precision (/65535), written as 16-bit PNG.
-  Pillow reads 16-bit *RGB* PNGs as 8-bit RGB, so those come out 8-bit.
+  Pillow reads 16-bit *RGB(A)* PNGs as 8-bit RGB(A), so those come out 8-bit.
 - 1-bit, CMYK, YCbCr: converted to L / RGB first. Float (F): clipped to [0, 1], written as 16-bit; a float
   image holding NaN or infinity is refused (no network output is defined for it).
 - Several frames (animated GIF / WebP / PNG, multi-page TIFF): every frame is upscaled, and the frame
   durations, the loop count and the disposal are kept.
 Photos keep what makes them photos: EXIF orientation is applied to the pixels (the output displays like the
-input, without a stale orientation tag); the ICC profile, the DPI (times the scale) and the rest of the EXIF
-are carried over; JPEG is written at quality 95, with 4:4:4 sampling where the input had it. Hostile files
+input, without a stale orientation tag); the ICC profile (unless it describes another colour space than the
+output's, as a CMYK JPEG's does: the pixels were converted without it, so it is dropped), the DPI (times the
+scale, clamped to the largest the output format stores, with a note) and the rest of the EXIF are carried over; JPEG is written at quality 95, with 4:4:4 sampling where the input had it. Hostile files
 (decompression bombs, truncated files, folders or symlink loops under image names, outputs larger than
 memory) are refused, each with one line.
 
@@ -190,6 +191,7 @@ def upscale_file(predict: Predict, path: Path, scale: float, out: Path, device: 
         shown = upright(img)
         params = photo_params(img, shown, scale)
         sr = upscale_pil(predict, shown, scale, device)
+    _true_metadata(params, sr, out)
     if out.suffix.lower() in (".jpg", ".jpeg"):
         params["quality"] = 95
         if sr.mode in ("RGBA", "LA"):
@@ -202,6 +204,24 @@ def upscale_file(predict: Predict, path: Path, scale: float, out: Path, device: 
 
 
 INTERRUPTED = 130  # the shell's status for a command stopped by SIGINT
+
+# The largest DPI each format stores: JPEG's JFIF density is 16-bit; PNG's pHYs is 32-bit pixels per metre.
+MAX_DPI = {".jpg": 65535, ".jpeg": 65535, ".png": int((2**32 - 1) * 0.0254), ".apng": int((2**32 - 1) * 0.0254)}
+ICC_SPACES = {"RGB": b"RGB ", "RGBA": b"RGB ", "L": b"GRAY", "LA": b"GRAY", "I;16": b"GRAY", "I": b"GRAY"}
+
+
+def _true_metadata(params: dict, sr: Image.Image, out: Path) -> None:
+    """Drop an ICC profile of another colour space than ``sr``'s (bytes 16-20 of the header name it); clamp a
+    DPI the format cannot store (it would wrap around), saying so."""
+    icc = params.get("icc_profile")
+    if icc and icc[16:20] != ICC_SPACES.get(sr.mode):
+        del params["icc_profile"]
+    top = MAX_DPI.get(out.suffix.lower())
+    if "dpi" in params and top and max(params["dpi"]) > top:
+        params["dpi"] = tuple(min(d, top) for d in params["dpi"])
+        print(f"note: {out}: DPI clamped to {top}, the largest {out.suffix} stores", file=sys.stderr)
+
+
 MULTI_FRAME_EXTS = (".gif", ".png", ".apng", ".webp", ".tif", ".tiff")
 
 

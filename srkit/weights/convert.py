@@ -9,11 +9,15 @@ from __future__ import annotations
 from pathlib import Path
 
 from srkit.core.checkpoint import save_weights
-from srkit.weights.load import load_model
+from srkit.weights.guard import check_output
+from srkit.weights.load import load_model_with_source
 
 
 def convert(src: str, out: Path) -> dict:
-    """Write ``src`` (a path or a manifest name) to ``out``; returns the architecture flags written."""
-    net, arch = load_model(src)
+    """Write ``src`` (a path or a manifest name) to ``out``; returns the architecture flags written. An ``out``
+    that is the source or released weights is refused (srkit.weights.guard.OutputError), nothing written."""
+    check_output(out, [src])
+    net, arch, source = load_model_with_source(src)
+    check_output(out, [src, source.path])
     save_weights(out, net.state_dict(), arch)
     return arch

@@ -15,6 +15,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+import torch
 import torch.nn as nn
 
 from srkit.core import registry
@@ -57,6 +58,17 @@ def read_arch(path: str, saved: Any) -> tuple[Family, dict]:
         raise CheckpointError(f"{path}: 'arch' {e}") from None
 
 
+def check_finite(path: str, sd: dict) -> None:
+    """A one-line CheckpointError naming the first tensor holding NaN or infinity (such weights make black
+    or garbage images that would otherwise be written as if they were results)."""
+    for key, v in sd.items():
+        if isinstance(v, torch.Tensor) and (v.is_floating_point() or v.is_complex()) and \
+                not bool(torch.isfinite(v).all()):
+            n = int((~torch.isfinite(v)).sum())
+            raise CheckpointError(f"{path}: weight {key!r} holds {n:,} NaN or infinite value(s); the checkpoint is "
+                                  f"damaged (a diverged training run?)")
+
+
 def load_model(name_or_path: str, family: Family | str | None = None, **flags: Any) -> tuple[nn.Module, dict]:
     """(model in eval mode, its arch with ``"family"``). ``family`` restricts what is accepted (a front-end's
     own family); ``flags`` are architecture flags, None meaning "read it from the checkpoint". Raises
@@ -71,6 +83,7 @@ def load_model_with_source(name_or_path: str, family: Family | str | None = None
     want = registry.get(family) if isinstance(family, str) else family
     path, entry = zoo.resolve(name_or_path)
     sd, extra = read_checkpoint(path)
+    check_finite(path, sd)
     if "arch" in extra:
         fam, known = read_arch(path, extra["arch"])
     else:

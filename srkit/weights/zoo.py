@@ -65,7 +65,8 @@ def download(name: str, dest_dir: Path | None = None, timeout: float = 30, progr
     try:
         return fetch(mirrored(entry.url, entry.file), final, entry.expect(), timeout, progress)
     except NotWritableError as e:
-        raise NotWritableError(f"{e}: set {WEIGHTS_ENV} to a writable folder, or pass --dir") from None
+        raise NotWritableError(f"{e}: set {WEIGHTS_ENV} to a writable folder (or download into one with "
+                               f"srkit-download --dir)") from None
     except DownloadError as e:
         raise DownloadError(f"{e}.\nWithout network access, download {entry.url} by hand and put it at "
                             f"{final} (or set {MIRROR_ENV} to a folder or URL that has {entry.file})") from None
