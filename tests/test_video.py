@@ -44,6 +44,14 @@ def test_a_clip_with_audio_keeps_every_frame_its_timing_the_audio_and_the_rotati
     assert [p.name for p in (tmp_path / "out").iterdir()] == ["clip.mp4"]  # no temporary files left
 
 
+def test_subtitles_are_kept_where_the_container_holds_them(tmp_path, random_carn_m, capsys):
+    src = make_video(tmp_path / "sub.mkv", frames=4, audio=True, subtitles=True)
+    assert _run([src], tmp_path / "out", random_carn_m) == 0
+    out = tmp_path / "out" / "sub.mkv"
+    assert packets(out, "subtitles") == packets(src, "subtitles") == [(b"first line", 0), (b"second line", 200000)]
+    assert packets(out, "audio") == packets(src, "audio") and "dropped" not in capsys.readouterr().err
+
+
 def test_pixels_equal_the_image_path_on_an_odd_size_through_a_lossless_codec(tmp_path, random_carn_m):
     src = make_video(tmp_path / "odd.mkv", frames=3, size=(33, 19), pix_fmt="yuv444p")
     assert _run([src], tmp_path / "out", random_carn_m, "--video_codec", "libx264rgb", "--crf", "0") == 0
