@@ -83,6 +83,8 @@ def test_bad_videos_get_one_line_each_and_the_rest_of_the_folder_goes_on(tmp_pat
     folder.mkdir()
     make_video(folder / "good.mp4", frames=2)
     (folder / "corrupt.mp4").write_bytes(b"\x00\x00\x00\x18ftypmp42" + bytes(range(256)) * 8)
+    good = (folder / "good.mp4").read_bytes()
+    (folder / "truncated.mp4").write_bytes(good[:len(good) // 2])
     with av.open(str(folder / "audio_only.mkv"), "w") as c:  # a container without video
         a = c.add_stream("aac", rate=48000)
         a.layout = "stereo"
@@ -93,8 +95,9 @@ def test_bad_videos_get_one_line_each_and_the_rest_of_the_folder_goes_on(tmp_pat
     assert _run([folder], tmp_path / "out", random_carn_m) == 1
     text = capsys.readouterr().err
     err = [line for line in text.splitlines() if line.startswith("error:")]
-    assert len(err) == 2 and "Traceback" not in text, text
-    assert any("corrupt.mp4" in e for e in err) and any("audio_only.mkv: holds no video stream" in e for e in err)
+    assert len(err) == 3 and "Traceback" not in text, text
+    assert any("corrupt.mp4" in e for e in err) and any("truncated.mp4" in e for e in err)
+    assert any("audio_only.mkv: holds no video stream" in e for e in err)
     assert len(frame_times(tmp_path / "out" / "good.mp4")) == 2
     assert sorted(p.name for p in (tmp_path / "out").iterdir()) == ["good.mp4"]
 
