@@ -44,6 +44,14 @@ def test_a_clip_with_audio_keeps_every_frame_its_timing_the_audio_and_the_rotati
     assert [p.name for p in (tmp_path / "out").iterdir()] == ["clip.mp4"]  # no temporary files left
 
 
+def test_subtitles_are_kept_where_the_container_holds_them(tmp_path, random_carn_m, capsys):
+    src = make_video(tmp_path / "sub.mkv", frames=4, audio=True, subtitles=True)
+    assert _run([src], tmp_path / "out", random_carn_m) == 0
+    out = tmp_path / "out" / "sub.mkv"
+    assert packets(out, "subtitles") == packets(src, "subtitles") == [(b"first line", 0), (b"second line", 200000)]
+    assert packets(out, "audio") == packets(src, "audio") and "dropped" not in capsys.readouterr().err
+
+
 def test_pixels_equal_the_image_path_on_an_odd_size_through_a_lossless_codec(tmp_path, random_carn_m):
     src = make_video(tmp_path / "odd.mkv", frames=3, size=(33, 19), pix_fmt="yuv444p")
     assert _run([src], tmp_path / "out", random_carn_m, "--video_codec", "libx264rgb", "--crf", "0") == 0
@@ -75,6 +83,8 @@ def test_bad_videos_get_one_line_each_and_the_rest_of_the_folder_goes_on(tmp_pat
     folder.mkdir()
     make_video(folder / "good.mp4", frames=2)
     (folder / "corrupt.mp4").write_bytes(b"\x00\x00\x00\x18ftypmp42" + bytes(range(256)) * 8)
+    good = (folder / "good.mp4").read_bytes()
+    (folder / "truncated.mp4").write_bytes(good[:len(good) // 2])
     with av.open(str(folder / "audio_only.mkv"), "w") as c:  # a container without video
         a = c.add_stream("aac", rate=48000)
         a.layout = "stereo"
@@ -85,8 +95,9 @@ def test_bad_videos_get_one_line_each_and_the_rest_of_the_folder_goes_on(tmp_pat
     assert _run([folder], tmp_path / "out", random_carn_m) == 1
     text = capsys.readouterr().err
     err = [line for line in text.splitlines() if line.startswith("error:")]
-    assert len(err) == 2 and "Traceback" not in text, text
-    assert any("corrupt.mp4" in e for e in err) and any("audio_only.mkv: holds no video stream" in e for e in err)
+    assert len(err) == 3 and "Traceback" not in text, text
+    assert any("corrupt.mp4" in e for e in err) and any("truncated.mp4" in e for e in err)
+    assert any("audio_only.mkv: holds no video stream" in e for e in err)
     assert len(frame_times(tmp_path / "out" / "good.mp4")) == 2
     assert sorted(p.name for p in (tmp_path / "out").iterdir()) == ["good.mp4"]
 

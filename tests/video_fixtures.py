@@ -32,6 +32,9 @@ def make_video(path: Path, frames: int = 6, size: tuple[int, int] = (64, 36), fp
         v.time_base = v.codec_context.time_base = tb
         if rotate:
             v.set_display_rotation(rotate)
+        sub = out.add_mux_stream("subrip") if subtitles else None
+        if sub is not None:
+            sub.time_base = Fraction(1, 1000)
         a = None
         if audio:
             a = out.add_stream("aac", rate=48000)
@@ -41,6 +44,11 @@ def make_video(path: Path, frames: int = 6, size: tuple[int, int] = (64, 36), fp
             f.pts, f.time_base = (pts[i] if pts else i * 10), tb
             out.mux(v.encode(f))
         out.mux(v.encode(None))
+        if sub is not None:
+            for k, text in enumerate((b"first line", b"second line")):
+                p = av.Packet(text)
+                p.stream, p.pts, p.dts, p.duration, p.time_base = sub, 200 * k, 200 * k, 150, sub.time_base
+                out.mux(p)
         if a is not None:
             n, step = int(48000 * frames / fps), 1024
             t = np.arange(n) / 48000

@@ -148,11 +148,11 @@ class _Writer:
         self.video = v
         supported = self.out.supported_codecs
         for st in self.inp.streams:
-            if st.type == "audio" or (st.type == "subtitle" and st.codec_context.name in supported):
+            name = st.codec_context.name if st.codec_context is not None else "unknown codec"
+            if st.type == "audio" or (st.type == "subtitle" and name in supported):
                 self.copied[st.index] = self.out.add_stream_from_template(st)
             elif st.type == "subtitle":
-                self.dropped.append(f"subtitles #{st.index} ({st.codec_context.name}: {self.out.format.name} "
-                                    f"cannot hold them)")
+                self.dropped.append(f"subtitles #{st.index} ({name}: {self.out.format.name} cannot hold them)")
             elif st.type not in ("video",) and st.type != "attachment":
                 self.dropped.append(f"{st.type} stream #{st.index}")
         for p in self.waiting:
@@ -176,6 +176,15 @@ class _Writer:
         self.out.mux(self.video.encode(f))
         self.frames += 1
 
+    def discard(self) -> None:
+        """Close the output after an error (the caller deletes it)."""
+        if self.out is not None:
+            try:
+                self.out.close()
+            except Exception:  # noqa: BLE001 - the output is being thrown away
+                pass
+            self.out = None
+
     def close(self) -> None:
         if self.out is None:
             return
@@ -196,6 +205,7 @@ def upscale_video(predict: Predict, src: Path, dst: Path, scale: float, device: 
         inp = av.open(str(src))
     except (av.FFmpegError, OSError) as e:
         raise VideoError(f"{src}: not a readable video ({_why(e)})") from None
+    w = None
     try:
         if not inp.streams.video:
             raise VideoError(f"{src}: holds no video stream")
@@ -248,12 +258,13 @@ def upscale_video(predict: Predict, src: Path, dst: Path, scale: float, device: 
         for d in w.dropped:
             print(f"note: {dst}: {d} dropped", file=sys.stderr)
         return w.frames
-    except (av.FFmpegError, UnicodeDecodeError) as e:
+    except (av.FFmpegError, UnicodeDecodeError, VideoError) as e:
+        if w is not None:
+            w.discard()
         tmp.unlink(missing_ok=True)
+        if isinstance(e, VideoError):
+            raise
         raise VideoError(f"{src}: {_why(e)}") from None
-    except VideoError:
-        tmp.unlink(missing_ok=True)
-        raise
     finally:
         inp.close()
 
