@@ -7,20 +7,14 @@ import signal
 import socket
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 import pytest
 
 from conftest import ROOT, train_argv
+from test_train_faults import ENV, _default_workers, _wait_rows
 
-ENV = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONUNBUFFERED": "1"}
 TRAIN = [sys.executable, str(ROOT / "carn" / "train.py"), "--model", "carn_m", "--scale", "2"]
-
-
-def _default_workers(argv: list[str]) -> list[str]:
-    i = argv.index("--workers")
-    return argv[:i] + argv[i + 2:]
 
 
 def _snapshot(folder: Path) -> dict[str, bytes]:
@@ -29,16 +23,6 @@ def _snapshot(folder: Path) -> dict[str, bytes]:
 
 def _rows(log: Path) -> int:
     return len(log.read_text().strip().splitlines()) - 1 if log.exists() else 0
-
-
-def _wait_rows(log: Path, n: int, proc: subprocess.Popen, limit: float = 180) -> None:
-    t0 = time.time()
-    while _rows(log) < n:
-        if proc.poll() is not None:
-            raise AssertionError(f"the run ended before step {n}: {proc.stderr.read()[-2000:]}")
-        if time.time() - t0 > limit:
-            raise AssertionError(f"no step {n} within {limit} s")
-        time.sleep(0.05)
 
 
 def _errors(stderr: str) -> list[str]:
