@@ -15,6 +15,8 @@ ZERO_GRAD = {
             "an idle branch of a multi-scale model keeps getting Adam updates from its moments",
     "free": "gradients freed between steps (today's zero_grad() default): an idle branch stays still",
 }
+# ``--fast``: every option that trades the authors' exact loop for speed (docs/training.md gives each one's cost)
+FAST = {"amp": "bf16", "channels_last": True, "fused_adam": True, "cudnn_benchmark": True}
 RESUME_MUST_MATCH = ("scale", "patch_size", "batch_size", "seed", "lr", "decay", "loss_fn", "clip", "zero_grad",
                      "channel_order")
 
@@ -47,7 +49,13 @@ class TrainConfig:
     weights_format: str = "pth"
     seed: int = 0
     workers: int = 2
+    data_ram_gb: float | None = None   # GiB the images may take in shared memory (None: half the free RAM; 0: h5)
+    data_on_device: bool = False
     amp: str | None = None
+    fast: bool = False                 # the fast options at once (see FAST)
+    channels_last: bool = False
+    fused_adam: bool = False
+    cudnn_benchmark: bool = False
     cpu: bool = False
     zero_grad: str = "fill"
     channel_order: str = "RGB"
@@ -66,6 +74,10 @@ class TrainConfig:
             raise ValueError(f"--lr must be above 0, not {self.lr}")
         if not self.clip > 0:
             raise ValueError(f"--clip must be above 0, not {self.clip}")
+        if self.fast:
+            for k, v in FAST.items():
+                if not getattr(self, k):
+                    setattr(self, k, v)
         if self.zero_grad not in ZERO_GRAD:
             raise ValueError(f"--zero_grad is one of {', '.join(ZERO_GRAD)}, not {self.zero_grad!r}")
 
