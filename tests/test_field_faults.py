@@ -56,7 +56,7 @@ GOOD = {"family": "carn", "model": "carn_m", "multi_scale": True, "scale": None,
 BAD_ARCH = {
     "a list": (lambda p: _with_arch(p, [1, 2]), "'arch' is a list"),
     "null": (lambda p: _with_arch(p, None), "'arch' is a NoneType"),
-    "a number": (lambda p: _with_arch(p, 3), "'arch' is a int"),
+    "a number": (lambda p: _with_arch(p, 3), "'arch' is an int"),
     "a string": (lambda p: _with_arch(p, "carn"), "'arch' is a str"),
     "deep nesting": (_deep_safetensors, "not a readable safetensors file (RecursionError"),
     "group as a string": (lambda p: _with_arch(p, {**GOOD, "group": "4"}), "field 'group' is '4', expected int"),

@@ -77,7 +77,20 @@ def add_train_args(p: argparse.ArgumentParser, family: Family) -> None:
                    help="file type of best.* and <ckpt_name>.* (both carry the architecture flags)")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--workers", type=non_negative_int, default=2, help="data-loading processes (0: in this process)")
-    p.add_argument("--amp", choices=["fp16", "bf16"], default=None, help="mixed precision (CUDA only)")
+    p.add_argument("--data_ram_gb", type=float, default=None,
+                   help="GiB of RAM the training images may take, read once and shared by every loader worker "
+                        "(default: half the available RAM; 0: read each patch from the h5 file)")
+    p.add_argument("--data_on_device", action="store_true",
+                   help="hold the whole uint8 training set on the device and crop there (no loader workers)")
+    p.add_argument("--amp", choices=["fp16", "bf16"], default=None,
+                   help="mixed precision (autocast; fp16 on CUDA only, with a gradient scaler)")
+    p.add_argument("--channels_last", action="store_true", help="NHWC weights and activations")
+    p.add_argument("--fused_adam", action="store_true", help="Adam's fused kernel (for a recipe that uses Adam)")
+    p.add_argument("--cudnn_benchmark", action="store_true",
+                   help="cuDNN autotuning; gives up bit-exact resume and world-size invariance")
+    p.add_argument("--fast", action="store_true",
+                   help="all the fast options: --amp bf16 --channels_last --fused_adam --cudnn_benchmark "
+                        "(default: the authors' loop, exact; docs/training.md gives each option's cost)")
     p.add_argument("--cpu", action="store_true")
     p.add_argument("--debug_sync", action="store_true", help="record a parameter digest per step and rank")
     p.add_argument("--debug_float64", action="store_true",

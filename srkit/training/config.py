@@ -17,6 +17,8 @@ ZERO_GRAD = {
 }
 SEED_MAX = 2 ** 64 - 1  # torch.manual_seed's limit; numpy's SeedSequence takes any non-negative integer
 PATH_FIELDS = ("ckpt_dir", "train_data_path", "valid_data_path", "pretrained")
+# ``--fast``: every option that trades the authors' exact loop for speed (docs/training.md gives each one's cost)
+FAST = {"amp": "bf16", "channels_last": True, "fused_adam": True, "cudnn_benchmark": True}
 RESUME_MUST_MATCH = ("scale", "patch_size", "batch_size", "seed", "lr", "decay", "loss_fn", "clip", "zero_grad",
                      "channel_order")
 
@@ -49,7 +51,13 @@ class TrainConfig:
     weights_format: str = "pth"
     seed: int = 0
     workers: int = 2
+    data_ram_gb: float | None = None   # GiB the images may take in shared memory (None: half the free RAM; 0: h5)
+    data_on_device: bool = False
     amp: str | None = None
+    fast: bool = False                 # the fast options at once (see FAST)
+    channels_last: bool = False
+    fused_adam: bool = False
+    cudnn_benchmark: bool = False
     cpu: bool = False
     zero_grad: str = "fill"
     channel_order: str = "RGB"
@@ -76,6 +84,10 @@ class TrainConfig:
         if self.ckpt_name in ("", ".", "..") or "/" in self.ckpt_name or "\\" in self.ckpt_name:
             raise ValueError(f"--ckpt_name {self.ckpt_name!r} is not a run name: the run goes to "
                              f"<ckpt_dir>/<ckpt_name>/, so give a plain folder name (a path goes in --ckpt_dir)")
+        if self.fast:
+            for k, v in FAST.items():
+                if not getattr(self, k):
+                    setattr(self, k, v)
         if self.zero_grad not in ZERO_GRAD:
             raise ValueError(f"--zero_grad is one of {', '.join(ZERO_GRAD)}, not {self.zero_grad!r}")
 

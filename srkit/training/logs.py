@@ -49,10 +49,13 @@ class RunLogs:
         f = open(path, "a", newline="")
         return f, csv.DictWriter(f, fieldnames=self.fields, extrasaction="ignore")
 
-    def step(self, step: int, row: dict[str, Any], model: nn.Module | None = None) -> None:
-        if self.sync is not None and model is not None:
+    def digest(self, step: int, model: nn.Module) -> None:
+        """--debug_sync: the parameter digest after ``step`` (read from the device: a sync every step)."""
+        if self.sync is not None:
             self.sync.write(f"{step} {digest(model)}\n")
             self.sync.flush()
+
+    def step(self, step: int, row: dict[str, Any]) -> None:
         if self.rank != 0:
             return
         for k, v in row.items():

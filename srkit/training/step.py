@@ -9,11 +9,15 @@ Several processes (DDP) and micro-batches (``accum``) add up the same per-slice 
 micro-batches give the gradient of the whole global batch whatever N and K, so one process with K = N retraces
 an N-process run bit for bit. The one all-reduce that DDP does not do carries the global loss and whether any
 rank got a stop signal, so every rank decides alike.
+
+A step reads nothing back from the device: the loss, the gradient norm and whether the loss, the gradients
+or the updated weights hold a non-finite value stay device tensors (``StepResult``), which the trainer reads
+at its print and save interval. The stop flag is reduced as a CPU tensor (gloo), which waits for the peers
+but not for the GPU. ``--amp fp16``'s gradient scaler is the exception: it reads whether to skip each step.
 """
 from __future__ import annotations
 
 import contextlib
-import math
 from dataclasses import dataclass
 from typing import Callable, Sequence
 
@@ -27,10 +31,10 @@ Batch = tuple[torch.Tensor, torch.Tensor, int]  # (hr, lr, scale)
 
 @dataclass(frozen=True)
 class StepResult:
-    loss: float        # the global batch's loss
-    grad_norm: float   # the total L2 norm of the gradients before clipping
-    stop: bool         # some rank got a stop signal
-    applied: bool      # the optimizer step ran (False: a non-finite loss or gradient, nothing changed)
+    loss: torch.Tensor       # the global batch's loss (float64, on the device)
+    grad_norm: torch.Tensor  # the total L2 norm of the gradients before clipping (on the device)
+    finite: torch.Tensor     # loss, gradients (but under fp16's scaler) and updated weights finite (bool)
+    stop: bool               # some rank got a stop signal
 
 
 def micro_batches(batches: Sequence[Batch], n: int) -> list[list[Batch]]:
@@ -55,6 +59,7 @@ class StepRunner:
     amp: torch.dtype | None = None
     world: int = 1
     device: torch.device = torch.device("cpu")
+    stop_group: object = None  # a gloo group for the stop flag (None: the default group)
 
     def __post_init__(self) -> None:
         self.scaler = torch.amp.GradScaler("cuda", enabled=self.amp == torch.float16)
@@ -63,7 +68,7 @@ class StepRunner:
         for g in self.optimizer.param_groups:
             g["lr"] = lr
         self.optimizer.zero_grad(set_to_none=self.zero_grad == "free")
-        loss = 0.0
+        loss = torch.zeros((), dtype=torch.float64, device=self.device)
         for k, micro in enumerate(micro_batches(batches, self.accum)):
             # DDP averages gradients over the ranks only after the last micro-batch
             last = k == self.accum - 1 or self.world == 1
@@ -73,18 +78,23 @@ class StepRunner:
                 # 1/accum is a power of two in the tested set-ups: exact, so k micro-batches on one process sum
                 # the very gradients k processes average
                 self.scaler.scale(part / self.accum).backward()
-            loss += float(part.detach()) / self.accum
+            loss = loss + part.detach().double() / self.accum  # as float(part) / accum summed on the host
         self.scaler.unscale_(self.optimizer)
-        norm = float(nn.utils.clip_grad_norm_(self.model.parameters(), self.clip))
-        shared = torch.tensor([loss, 1.0 if stop_pending else 0.0], dtype=torch.float64)
+        norm = nn.utils.clip_grad_norm_(self.model.parameters(), self.clip)
+        stop = stop_pending
         if self.world > 1:
-            shared = shared.to(self.device)
-            dist.all_reduce(shared)
-            shared = shared.cpu()
-        value, stop = float(shared[0]) / self.world, bool(shared[1] > 0)
-        grads_ok = self.amp == torch.float16 or math.isfinite(norm)  # fp16: the scaler skips inf steps
-        if not (math.isfinite(value) and grads_ok):
-            return StepResult(value, norm, stop, applied=False)
+            loss = loss.clone()
+            dist.all_reduce(loss)
+            flag = torch.tensor([1.0 if stop_pending else 0.0])
+            dist.all_reduce(flag, group=self.stop_group)
+            stop = bool(flag[0] > 0)
+        value = loss / self.world
+        finite = torch.isfinite(value)
+        if self.amp != torch.float16:  # fp16: the scaler skips inf steps itself
+            finite = finite & torch.isfinite(norm)
         self.scaler.step(self.optimizer)
         self.scaler.update()
-        return StepResult(value, norm, stop, applied=True)
+        params = [p.detach() for p in self.model.parameters() if p.is_floating_point()]
+        # the max-abs norm is finite exactly when every weight is (identical on every rank: all stop alike)
+        finite = finite & torch.isfinite(torch.stack(torch._foreach_norm(params, float("inf")))).all()
+        return StepResult(value, norm.detach(), finite, stop)

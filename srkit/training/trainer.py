@@ -39,10 +39,13 @@ from srkit.core.checkpoint import load_weights, read_checkpoint
 from srkit.core.distributed import ProcessGroupError, leave, setup_distributed
 from srkit.core.provenance import environment
 from srkit.core.registry import Family, describe_any
-from srkit.data.train_data import StepBatches
+from srkit.data.device_batches import DeviceBatches
+from srkit.data.train_data import StepBatches, as_float, place
 from srkit.training.config import RESUME_MUST_MATCH, ZERO_GRAD, TrainConfig
+from srkit.training.determinism import kernels
 from srkit.training.errors import Diverged, Stopped, TrainingError
 from srkit.training.logs import RunLogs
+from srkit.training.readback import Readback
 from srkit.training.rundir import RunDir
 from srkit.training.step import LOSSES, Batch, StepRunner
 from srkit.training.validation import check_folder, validate
@@ -71,7 +74,7 @@ def loader_worker_init(_: int) -> None:
         signal.signal(sig, signal.SIG_IGN)
 
 
-def _finite(tensors) -> bool:
+def _finite(tensors) -> bool:  # at a save: reads every tensor
     return all(bool(torch.isfinite(t.detach()).all()) for t in tensors if t.is_floating_point())
 
 
@@ -133,11 +136,29 @@ class Trainer:
             self.net = nn.parallel.DistributedDataParallel(self.model, find_unused_parameters=idle)
         self.data = batches if batches is not None else StepBatches(
             cfg.train_data_path, self.scales, cfg.patch_size, cfg.batch_size, seed=cfg.seed, rank=self.rank,
-            world=self.world, per_step=self.family.recipe.scales_per_step, channel_order=cfg.channel_order)
-        amp = {"fp16": torch.float16, "bf16": torch.bfloat16}.get(cfg.amp) if self.device.type == "cuda" else None
+            world=self.world, per_step=self.family.recipe.scales_per_step, channel_order=cfg.channel_order,
+            ram_budget=None if cfg.data_ram_gb is None else int(cfg.data_ram_gb * 2 ** 30), say=self._say)
+        if cfg.data_on_device and batches is None:
+            try:
+                self.data = DeviceBatches(self.data, self.device)
+            except ValueError as e:
+                raise TrainingError(str(e)) from None
+        amp = {"fp16": torch.float16, "bf16": torch.bfloat16}.get(cfg.amp)
+        if amp == torch.float16 and self.device.type != "cuda":
+            raise TrainingError("--amp fp16 needs CUDA (its gradient scaler); on the CPU use --amp bf16")
+        if cfg.fused_adam:
+            self._fuse_adam()
         self.runner = StepRunner(self.net, self.model, self.optimizer, self.family.step_loss, LOSSES[cfg.loss_fn](),
                                  cfg.clip, self.accum, cfg.zero_grad, amp, self.world, self.device)
         self._signal: int | None = None
+
+    def _fuse_adam(self) -> None:
+        if type(self.optimizer) is not torch.optim.Adam:
+            self._say(f"--fused_adam: the recipe's optimizer is {type(self.optimizer).__name__}, not Adam: unchanged")
+            return
+        for g in self.optimizer.param_groups:  # Adam reads the flag per step
+            g["fused"], g["foreach"] = True, None
+        self.optimizer.defaults["fused"] = True
 
     def _say(self, line: str) -> None:
         if self.rank == 0:
@@ -158,8 +179,9 @@ class Trainer:
             path, _ = zoo.resolve(self.cfg.pretrained)
             sd, _ = read_checkpoint(path)
             load_weights(model, sd, f"--pretrained {path}", describe_any)
-        # contiguous (NCHW) parameters: optimizers such as AdamP view them flat
-        return model.to(self.device, torch.float64 if self.cfg.debug_float64 else None)
+        # contiguous (NCHW) parameters unless --channels_last: optimizers such as AdamP view them flat
+        model = model.to(self.device, torch.float64 if self.cfg.debug_float64 else None)
+        return model.to(memory_format=torch.channels_last) if self.cfg.channels_last else model
 
     def _resume(self, state: dict) -> None:
         path = state["_path"]
@@ -194,7 +216,8 @@ class Trainer:
         current step and :class:`Stopped`."""
         old = self._install_handlers() if handle_signals else {}
         try:
-            return self._loop()
+            with kernels(deterministic=not self.cfg.cudnn_benchmark, benchmark=self.cfg.cudnn_benchmark):
+                return self._loop()
         finally:
             for sig, handler in old.items():
                 signal.signal(sig, handler)
@@ -225,33 +248,37 @@ class Trainer:
         except OSError as e:  # a disk that filled up since the lock was taken, a folder made read-only
             raise TrainingError(f"could not write the run's logs in {self.run.path}: {e.strerror or e}") from None
         end = min(cfg.max_steps, self.step + cfg.stop_after) if cfg.stop_after else cfg.max_steps
-        loader = DataLoader(self.data, batch_size=None, sampler=range(self.step, end),
-                            num_workers=cfg.workers, collate_fn=_as_is, worker_init_fn=loader_worker_init,
-                            persistent_workers=False, pin_memory=self.device.type == "cuda")
+        loader = self._loader(end)
         records: list[StepRecord] = []
         bar = tqdm(total=cfg.max_steps, initial=self.step, disable=self.rank != 0, unit="step", dynamic_ncols=True)
         self.model.train()
         try:
+            values = Readback(self.device)  # the steps' loss, gradient norm and finiteness, read without waiting
             for batches in loader:
                 lr = self.lr_at(self.step)
                 res = self.runner([self._to_device(b) for b in batches], lr, self._signal is not None)
-                if not res.applied:
-                    raise Diverged(self._divergence(res.loss, res.grad_norm, lr))
-                if not _finite(self.model.parameters()):  # identical on every rank: all stop alike
-                    raise Diverged(self._divergence(res.loss, res.grad_norm, lr,
-                                                    "the update made the weights non-finite"))
                 self.step += 1
-                records.append(StepRecord(self.step, lr, res.loss, res.grad_norm))
-                row = {"step": self.step, "loss": res.loss, "lr": lr, "grad_norm": res.grad_norm}
+                values.push((self.step, lr), [res.loss, res.grad_norm, res.finite])
+                if cfg.debug_sync:
+                    logs.digest(self.step, self.model)
+                bar.update(1)
                 validated = cfg.valid_data_path is not None and (
                     self.step % cfg.print_interval == 0 or self.step == cfg.max_steps)
-                if validated:
-                    row.update(self._validate())
-                if res.stop or validated or self.step % cfg.save_interval == 0 or self.step == end:
-                    self._save(row)
-                logs.step(self.step, row, self.model)
-                bar.update(1)
-                bar.set_postfix(loss=f"{res.loss:.4f}", lr=f"{lr:.1e}")
+                saved = res.stop or validated or self.step % cfg.save_interval == 0 or self.step == end
+                for (step, step_lr), (loss, norm, ok) in values.drain(wait=saved or self.step % cfg.print_interval == 0):
+                    if not ok:  # before anything of this step or later is saved
+                        why = "" if not (math.isfinite(loss) and math.isfinite(norm)) else \
+                            "the update made the weights non-finite"
+                        raise Diverged(self._divergence(step, loss, norm, step_lr, why))
+                    records.append(StepRecord(step, step_lr, loss, norm))
+                    row = {"step": step, "loss": loss, "lr": step_lr, "grad_norm": norm}
+                    if step == self.step:
+                        if validated:
+                            row.update(self._validate())
+                        if saved:
+                            self._save(row)
+                        bar.set_postfix(loss=f"{loss:.4f}", lr=f"{step_lr:.1e}")
+                    logs.step(step, row)
                 if res.stop:
                     if self.world > 1:
                         dist.barrier()  # rank 0's checkpoint is written before any rank exits
@@ -273,6 +300,17 @@ class Trainer:
         return (f"{what}. Weights: {run / f'{self.cfg.ckpt_name}.{ext}'}"
                 + (f" (best validation: {best})" if best.is_file() else "") + f"; the run folder: {run}")
 
+    def _loader(self, end: int):
+        """The step batches from the current step to ``end``: gathered on the device (--data_on_device), or from
+        persistent, prefetching workers that hand over uint8 (pinned on CUDA)."""
+        if isinstance(self.data, DeviceBatches):
+            return (self.data[t] for t in range(self.step, end))
+        data = self.data.uint8_steps() if isinstance(self.data, StepBatches) else self.data
+        workers = self.cfg.workers
+        return DataLoader(data, batch_size=None, sampler=range(self.step, end), num_workers=workers,
+                          collate_fn=_as_is, worker_init_fn=loader_worker_init, persistent_workers=workers > 0,
+                          prefetch_factor=4 if workers else None, pin_memory=self.device.type == "cuda")
+
     def _validate(self) -> dict:
         out = validate(self.model, self.cfg.valid_data_path, self.scales, self.device, self.rank, self.world)
         self._say(f"step {self.step}: " + "  ".join(
@@ -284,17 +322,27 @@ class Trainer:
         return (f"stopped by {name} at step {self.step}; checkpoint {self.run.step_file(self.step)} written. "
                 f"Continue with the same command plus --resume (under torchrun: --resume auto, the default)")
 
-    def _divergence(self, loss: float, norm: float, lr: float, why: str = "") -> str:
+    def _divergence(self, step: int, loss: float, norm: float, lr: float, why: str = "") -> str:
         good = self.run.checkpoints()
-        return (f"training diverged at step {self.step + 1}: loss {loss:g}, gradient norm {norm:g}, learning rate "
+        return (f"training diverged at step {step}: loss {loss:g}, gradient norm {norm:g}, learning rate "
                 f"{lr:g}{f' ({why})' if why else ''}. Nothing non-finite was saved; "
                 + (f"the newest good checkpoint is {good[-1]}" if good else "no checkpoint was written yet")
                 + ". Lower --lr (or resume from that checkpoint with other settings in a new run)")
 
     def _to_device(self, batch: Batch) -> Batch:
+        """uint8 windows are flipped and turned on the device (``place``) and become float32 / 255 there, after
+        a non-blocking copy (from pinned memory)."""
+        if len(batch) == 4:  # a worker's windows and moves
+            hr, lr, moves, s = (t.to(self.device, non_blocking=True) if torch.is_tensor(t) else t for t in batch)
+            batch = place(hr, lr, moves, s, self.data.bgr)
         hr, lr, s = batch
         dtype = next(self.model.parameters()).dtype
-        return hr.to(self.device, dtype, non_blocking=True), lr.to(self.device, dtype, non_blocking=True), s
+
+        def move(t: torch.Tensor) -> torch.Tensor:
+            if t.dtype == torch.uint8:
+                t = as_float(t.to(self.device, non_blocking=True))
+            return t.to(self.device, dtype, non_blocking=True)
+        return move(hr), move(lr), s
 
     def _save(self, row: dict) -> None:
         """Checkpoint this step (rank 0): weights (best.* when the validation mean is the best so far), the
