@@ -216,3 +216,28 @@ def test_complexity_says_why_a_count_differs_from_the_paper(capsys):
             f"figure; carn counted so is {1_591_963 - carn_biases:,}, not its paper's 1592K, which is its full "
             f"count: the paper's table did not count its models alike.") in out
     assert "\ncarn:" not in out  # carn's count prints as its paper's
+
+
+def _pins(path) -> tuple[list[str], dict[str, str]]:
+    """(pip options, {package: version}) of a requirements file; a local version label (+cpu) is dropped."""
+    options, pins = [], {}
+    for line in path.read_text().splitlines():
+        line = line.split("#")[0].strip()
+        if line.startswith("-"):
+            options.append(line)
+        elif line:
+            name, version = line.split("==")
+            pins[name.lower()] = version.split("+")[0]
+    return options, pins
+
+
+def test_the_cpu_requirements_pin_what_requirements_txt_pins_from_pytorchs_cpu_index():
+    """What can be checked without PyTorch's index: the same packages at the same versions, torch and
+    torchvision as the CPU build, both indexes named, and the README's line for it."""
+    options, pins = _pins(ROOT / "requirements-cpu.txt")
+    assert _pins(ROOT / "requirements.txt") == ([], pins)
+    assert options == ["--index-url https://download.pytorch.org/whl/cpu", "--extra-index-url https://pypi.org/simple"]
+    text = (ROOT / "requirements-cpu.txt").read_text()
+    assert "torch==2.14.1+cpu\n" in text and "torchvision==0.29.1+cpu\n" in text
+    line = "python3 -m venv .venv && .venv/bin/pip install -r requirements-cpu.txt -e ."
+    assert f"`{line}`" in " ".join((ROOT / "README.md").read_text().split()) and line in text
