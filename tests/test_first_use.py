@@ -53,6 +53,7 @@ def test_messages_name_the_family_with_its_article(tmp_path):
         model_scale_for(fam, ex.arch, 1)
 
 
+@pytest.mark.slow  # a signal run (the quick tier has none)
 def test_ctrl_c_during_an_upscale_says_what_was_written_in_one_line(tmp_path, random_carn_m):
     """SIGINT to the command's process group, as a terminal's Ctrl-C delivers it, once the first output is
     there: one line saying what was written, exit 130, and every file in the output folder whole."""

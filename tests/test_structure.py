@@ -133,8 +133,8 @@ def _programs() -> list[list[str]]:
                 elif nxt and nxt[0].endswith(".py"):
                     found.append([nxt[0]])
                 break
-            if w.startswith("srkit-"):
-                found.append([w])
+            if w.rsplit("/", 1)[-1].startswith("srkit-"):  # a console script, bare or as .venv/bin/srkit-...
+                found.append([w.rsplit("/", 1)[-1]])
                 break
             if w.endswith(".py") and i and words[0] in ("torchrun", "srun"):
                 found.append([w])
