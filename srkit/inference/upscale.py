@@ -275,7 +275,8 @@ def upscale_paths(predict: Predict, inputs: list[str], scale: float, out_dir: Pa
             errors.append(str(e) if str(job.src) in str(e) or str(job.dst) in str(e) else f"{job.src}: {e}")
         bar.set_postfix(failed=len(errors))
     extra = f" ({frames} frames)" if frames > done else ""
-    print(f"upscaled {done} of {len(jobs)} image(s){extra} x{scale:g} into {out_dir}"
+    ran = getattr(predict, "precision_name", None)
+    print(f"upscaled {done} of {len(jobs)} image(s){extra} x{scale:g} into {out_dir}{f' ({ran})' if ran else ''}"
           + (f"; {len(errors)} failed" if errors else ""))
     for e in errors:
         print(f"error: {e}", file=sys.stderr)
