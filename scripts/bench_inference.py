@@ -14,8 +14,11 @@ also runs in fp16.
   defaults (tiles chosen per image, fast path) on a tensor; ``--project fast`` forces the fast path on the whole
   image (``prepare_fast``);
 - ONNX Runtime's CPU provider on the project's own ONNX export of the same weights (dynamic shapes);
-- OpenVINO (``pip install -r requirements-bench.txt``) on the same export, float32
-  (``INFERENCE_PRECISION_HINT=f32``), reshaped to the input's static shape (its best configuration).
+- OpenVINO (``pip install -r requirements-bench.txt``) on the same export, reshaped to the input's static
+  shape (its best configuration): ``openvino`` float32 (``INFERENCE_PRECISION_HINT=f32``), ``openvino_default``
+  as its users run it, with no hint (bf16 on a CPU with native bf16; the precision it reports is printed).
+``--precision`` is the project's (default: ``auto``, the API's default); the precision each side ran is printed
+and stored.
 Outputs are compared. ``--kernels`` sets the project's streamed CPU kernels: auto (the best this CPU runs),
 avx512, avx2 (forced), off (oneDNN only). ``--json`` writes the results with the machine (date, CPU model, ISA,
 library versions) for scripts/perf_page.py, which makes docs/performance.md.
@@ -38,6 +41,7 @@ import torch
 from srkit.core import registry
 from srkit.core.complexity import multadds_1280x720
 from srkit.inference.fast import prepare_fast, to_fast_input
+from srkit.inference.precision import NAMES, PRECISIONS, resolve
 
 ALL_CELLS = [(m, s) for m in ("carn_m", "carn", "overnet") for s in (2, 3, 4)] + [("overnet_x4", 2), ("overnet_x4", 3)]
 KERNEL_ENV = {"auto": {}, "avx512": {"SRKIT_CPU_KERNELS": "avx512"}, "avx2": {"SRKIT_CPU_KERNELS": "avx2"},
@@ -188,46 +192,56 @@ def _ort_worker(conn, onnx_path: str, threads: int, shape: tuple) -> None:
     _serve(conn, lambda: sess.run(None, {"lr": x})[0])
 
 
-def _openvino_worker(conn, onnx_path: str, threads: int, shape: tuple) -> None:
+def _openvino_worker(conn, onnx_path: str, threads: int, shape: tuple, hint: str | None = "f32") -> None:
+    """OpenVINO on the export; ``hint``: its INFERENCE_PRECISION_HINT (None: its default, bf16 on a CPU with
+    native bf16). Sends the precision it reports with its timings."""
     import openvino as ov
     core = ov.Core()
     model = core.read_model(onnx_path)
     model.reshape({model.input(0): list(shape)})
-    compiled = core.compile_model(model, "CPU", {"INFERENCE_PRECISION_HINT": "f32",
-                                                 "INFERENCE_NUM_THREADS": str(threads)})
+    config = {"INFERENCE_NUM_THREADS": str(threads), **({"INFERENCE_PRECISION_HINT": hint} if hint else {})}
+    compiled = core.compile_model(model, "CPU", config)
+    reported = str(compiled.get_property("INFERENCE_PRECISION_HINT"))
     request = compiled.create_infer_request()
     x = _input(shape).numpy()
 
     def run():
         request.infer({0: x})
         return request.get_output_tensor(0).data.copy()
-    _serve(conn, run)
+    _serve(conn, run, lambda: reported)
 
 
-def _project_worker(conn, name: str, scale: float, threads: int, shape: tuple, how: str, env: dict) -> None:
+def _project_worker(conn, name: str, scale: float, threads: int, shape: tuple, how: str, env: dict,
+                    precision: str = "auto") -> None:
     os.environ.update(env)  # this process only: the kernel choice is read when the kernels are first used
     torch.set_num_threads(threads)
     net, arch = build(name, scale)
     x = _input(shape)
     if how == "api":  # what a user of the three-line API gets: its defaults, on a tensor
         from srkit.api import Upscaler
-        up = Upscaler(net, arch, torch.device("cpu"))
+        up = Upscaler(net, arch, torch.device("cpu"), precision=precision)
         tiles: list[tuple[int, int]] = []  # what the default chose at each call (memory available then)
 
         def run():
             tiles.append(up.predict.tiles(*x.shape[2:], scale))
             return up(x, scale).numpy()
-        _serve(conn, run, lambda: sorted({"whole image" if t == (0, 0) else f"{t[1]}x{t[0]}" for t in tiles}))
+        _serve(conn, run, lambda: {"precision": up.predict.precision_name,
+                                   "tiles": sorted({"whole image" if t == (0, 0) else f"{t[1]}x{t[0]}" for t in tiles})})
         return
-    fast, xf = prepare_fast(net), to_fast_input(x)
+    dtype = resolve(precision, torch.device("cpu"))
+    fast, xf = prepare_fast(net, half=dtype), to_fast_input(x, dtype)
 
     def run():
         with torch.inference_mode():
-            return fast(xf, scale).clamp(0, 1).numpy()
-    _serve(conn, run)
+            return fast(xf, scale).float().clamp(0, 1).numpy()
+    _serve(conn, run, lambda: {"precision": NAMES[dtype]})
 
 
-def peers(name: str, s: float, runs: int, how: str, kernels: str, sides: tuple[str, ...]) -> dict:
+PEERS = ("onnxruntime", "openvino", "openvino_default")
+
+
+def peers(name: str, s: float, runs: int, how: str, kernels: str, sides: tuple[str, ...],
+          precision: str = "auto") -> dict:
     """Median ms of each side for a 1280x720 output, and max |project - peer|."""
     from srkit.inference.export_onnx import export
     threads = torch.get_num_threads()
@@ -236,9 +250,10 @@ def peers(name: str, s: float, runs: int, how: str, kernels: str, sides: tuple[s
     with tempfile.TemporaryDirectory() as tmp:
         net, arch = build(name, s)
         path = export(net, s, Path(tmp) / "model.onnx", fixed_hw=None if float(s).is_integer() else shape[2:], arch=arch)
-        targets = {"project": (_project_worker, (name, s, threads, shape, how, KERNEL_ENV[kernels])),
+        targets = {"project": (_project_worker, (name, s, threads, shape, how, KERNEL_ENV[kernels], precision)),
                    "onnxruntime": (_ort_worker, (str(path), threads, shape)),
-                   "openvino": (_openvino_worker, (str(path), threads, shape))}
+                   "openvino": (_openvino_worker, (str(path), threads, shape, "f32")),
+                   "openvino_default": (_openvino_worker, (str(path), threads, shape, None))}
         procs = {}
         for side in ("project", *sides):
             target, args = targets[side]
@@ -258,8 +273,12 @@ def peers(name: str, s: float, runs: int, how: str, kernels: str, sides: tuple[s
             info[side] = conn.recv()
             proc.join()
     row = {"model": name, "scale": s, **{f"{k}_ms": statistics.median(v) * 1e3 for k, v in times.items()}}
-    if info["project"] is not None:
-        row["project_tiles"] = ", ".join(info["project"])
+    row["project_precision"] = info["project"]["precision"]
+    if "tiles" in info["project"]:
+        row["project_tiles"] = ", ".join(info["project"]["tiles"])
+    for side in sides:
+        if side.startswith("openvino"):
+            row[f"{side}_precision"] = info[side]
     for side in sides:
         row[f"{side}_diff"] = float(abs(outs["project"] - outs[side]).max())
         row[f"project_vs_{side}"] = row[f"{side}_ms"] / row["project_ms"]
@@ -301,7 +320,10 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("--tiles", action="store_true", help="the API's default tiles vs the whole image (CPU)")
     p.add_argument("--project", choices=["api", "fast"], default="api")
     p.add_argument("--kernels", choices=sorted(KERNEL_ENV), default="auto")
-    p.add_argument("--sides", nargs="+", choices=["onnxruntime", "openvino"], default=["onnxruntime", "openvino"])
+    p.add_argument("--sides", nargs="+", choices=PEERS, default=list(PEERS),
+                   help="openvino: INFERENCE_PRECISION_HINT=f32; openvino_default: no hint (bf16 where the CPU "
+                        "has native bf16)")
+    p.add_argument("--precision", choices=PRECISIONS, default="auto", help="the project's (the API's default: auto)")
     p.add_argument("--json", type=Path, default=None, help="also write the results and the machine here")
     p.add_argument("--label", default="", help="a name for this run in the JSON (e.g. 'API defaults, AVX-512')")
     args = p.parse_args(argv)
@@ -315,14 +337,15 @@ def main(argv: list[str] | None = None) -> None:
               f"{torch.get_num_threads()} threads each, 1280x720 output, median of {args.runs} alternating runs")
         rows = []
         for m, s in cases:
-            row = peers(m, s, args.runs, args.project, args.kernels, tuple(args.sides))
+            row = peers(m, s, args.runs, args.project, args.kernels, tuple(args.sides), args.precision)
             rows.append(row)
-            print(f"{m:<11} x{s:<5g} project {row['project_ms']:>7.0f} ms  " + "  ".join(
-                f"{side} {row[f'{side}_ms']:>7.0f} ms ({row[f'project_vs_{side}']:.2f}x, diff "
+            print(f"{m:<11} x{s:<5g} project ({row['project_precision']}) {row['project_ms']:>7.0f} ms  " + "  ".join(
+                f"{side}{' (' + row[f'{side}_precision'] + ')' if f'{side}_precision' in row else ''} "
+                f"{row[f'{side}_ms']:>7.0f} ms ({row[f'project_vs_{side}']:.2f}x, diff "
                 f"{row[f'{side}_diff']:.1e})" for side in args.sides)
                 + (f"  tiles: {row['project_tiles']}" if "project_tiles" in row else ""), flush=True)
         result = {"kind": "peers", "label": args.label, "project": args.project, "kernels": args.kernels,
-                  "runs": args.runs, "rows": rows}
+                  "precision": args.precision, "runs": args.runs, "rows": rows}
     else:
         device = torch.device("cuda" if torch.cuda.is_available() and not args.cpu else "cpu")
         result = {"kind": "plain_vs_fast", "label": args.label, "device": str(device), "runs": args.runs,

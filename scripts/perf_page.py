@@ -47,6 +47,18 @@ def _reason(label: str, model: str | None, scale: float | None) -> str | None:
     return TRAILING[key] if key else None
 
 
+SIDES = ("onnxruntime", "openvino", "openvino_default")
+
+
+def _precisions(runs: list[dict]) -> str:
+    """What precision each side ran, as the runs recorded it (ONNX Runtime's CPU provider runs float32)."""
+    seen = {side: sorted({str(row.get(f"{side}_precision", "fp32" if side == "project" else "?"))
+                          for r in runs for row in r["rows"]}) for side in ("project", "openvino", "openvino_default")}
+    return ("Precision each side ran: the project " + ", ".join(seen["project"]) + "; ONNX Runtime float32; "
+            "`openvino` " + ", ".join(seen["openvino"]) + "; `openvino_default` " + ", ".join(seen["openvino_default"])
+            + " (as OpenVINO reports it).")
+
+
 def _cell(row: dict) -> str:
     return f"{row['model']} x{row['scale']:g}"
 
@@ -62,14 +74,15 @@ def peers_tables(runs: list[dict]) -> list[str]:
     out = []
     api = [r for r in runs if r.get("project") == "api" and r.get("kernels") == "auto"]
     if api:
-        sides = [s for s in ("onnxruntime", "openvino") if f"{s}_ms" in api[0]["rows"][0]]
+        sides = [s for s in SIDES if f"{s}_ms" in api[0]["rows"][0]]
         out += ["## The API with its defaults against ONNX Runtime and OpenVINO", "",
                 "`python scripts/bench_inference.py --peers --all_cells --project api --json ...`: `srkit.api`'s "
                 "`Upscaler` with its defaults on a tensor (tiles chosen per image, the fast path, the streamed "
-                "kernels this CPU runs) against ONNX Runtime's CPU provider and OpenVINO (float32) on the project's "
-                "own ONNX export of the same weights. 1280x720 output, every side in its own process with the same "
-                "threads, the sides taking turns; median of 3 per run. The ratio is the peer's time over the "
-                "project's (above 1: the project is faster).", "",
+                "kernels this CPU runs, `precision=\"auto\"`) against ONNX Runtime's CPU provider, OpenVINO set "
+                "to float32 (`openvino`) and OpenVINO with its defaults (`openvino_default`, no precision hint) on "
+                "the project's own ONNX export of the same weights. 1280x720 output, every side in its own process "
+                "with the same threads, the sides taking turns; median of 3 per run. The ratio is the peer's time "
+                "over the project's (above 1: the project is faster).", "", _precisions(api), "",
                 "| model | scale | project ms | " + " | ".join(f"{s} ms" for s in sides) + " | " +
                 " | ".join(f"vs {s}, run " + ", ".join(str(i + 1) for i in range(len(api))) for s in sides) + " |",
                 "|---|---|---|" + "---|" * len(sides) * 2]
@@ -84,7 +97,7 @@ def peers_tables(runs: list[dict]) -> list[str]:
                 "Machines: " + "; ".join(f"run {i + 1}: {_machine(r['machine'])}" for i, r in enumerate(api)), ""]
     others = [r for r in runs if not (r.get("project") == "api" and r.get("kernels") == "auto")]
     for r in others:
-        sides = [s for s in ("onnxruntime", "openvino") if f"{s}_ms" in r["rows"][0]]
+        sides = [s for s in SIDES if f"{s}_ms" in r["rows"][0]]
         out += [f"## {r['label']}", "", f"Kernels used `{r['kernels']}`, project `{r['project']}`; "
                 f"{_machine(r['machine'])}.", "",
                 "| model | scale | project ms | " + " | ".join(f"{s} ms | vs {s}" for s in sides) + " |",

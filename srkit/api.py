@@ -7,8 +7,9 @@
 A float tensor (N,3,H,W) in [0, 1] works too and returns a tensor in [0, 1] (clamped, as images are). Any
 output scale above 1 works: a scale the model serves runs natively (a model may serve real scales, see
 ``Family.check_scale``), others run at the nearest served scale above and are brought down with the MATLAB-compatible
-bicubic imresize. The defaults are the fast ones: the fast path, and tiles chosen per image from the memory
-available (the whole image when it fits). CUDA is used when available. Nothing here changes process-wide state.
+bicubic imresize. The defaults are the fast ones: the fast path, tiles chosen per image from the memory
+available (the whole image when it fits), and ``precision="auto"``: bf16 on a CPU that computes it natively,
+fp16 on CUDA, else fp32 (``precision="fp32"`` opts out; srkit.inference.precision). CUDA is used when available. Nothing here changes process-wide state.
 
 ``load_model`` (the bare ``nn.Module`` and its architecture flags) and ``write_report`` are here too.
 """
@@ -44,10 +45,11 @@ class Upscaler:
     """A loaded model with tiling and the fast path; call it with an image and an output scale."""
 
     def __init__(self, model: torch.nn.Module, arch: dict, device: torch.device, tile: int | None = None,
-                 overlap: int = 20, self_ensemble: bool = False, half: bool = False) -> None:
+                 overlap: int = 20, self_ensemble: bool = False, half: bool = False, precision: str = "auto") -> None:
         self.arch, self.device = arch, device
         self.family = registry.get(arch["family"])
-        self.predict = Predictor(model.to(device), tile=tile, overlap=overlap, ensemble=self_ensemble, half=half)
+        self.predict = Predictor(model.to(device), tile=tile, overlap=overlap, ensemble=self_ensemble, half=half,
+                                 precision=precision)
         self._at: dict[float, object] = {}
 
     def _for(self, scale: float):
@@ -64,7 +66,8 @@ class Upscaler:
 
 def load(name_or_path: str, device: str | torch.device | None = None, **kwargs) -> Upscaler:
     """Load any registered family's weights by manifest name or checkpoint path (architecture read from it).
-    ``kwargs`` go to :class:`Upscaler` (tile, overlap, self_ensemble, half)."""
+    ``kwargs`` go to :class:`Upscaler` (tile, overlap, self_ensemble, precision; half=True is an
+    alias of precision "fp16" on CUDA, "bf16" elsewhere)."""
     net, arch = load_model(name_or_path)
     dev = torch.device(device) if device is not None else pick_device(False)
     return Upscaler(net, arch, dev, **kwargs)

@@ -29,6 +29,7 @@ from srkit.data.benchmark import scale_tag
 from srkit.data.download import SETS, default_root, fetch_set, source
 from srkit.data.imageio import DEFAULT_MAX_PIXELS
 from srkit.inference.evaluate import run_benchmarks
+from srkit.inference.precision import PRECISIONS
 from srkit.inference.predictor import Predictor, at_output_scale, pick_device
 from srkit.inference.upscale import upscale_paths
 from srkit.report import write_report
@@ -74,9 +75,16 @@ def add_runtime_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--self_ensemble", action="store_true", help="geometric x8 self-ensemble")
     p.add_argument("--cpu", action="store_true", help="run on the CPU even if CUDA is available")
     p.add_argument("--plain", action="store_true", help="the plain eager float32 forward instead of the fast path")
-    p.add_argument("--half", action="store_true",
-                   help="opt-in half precision (changes outputs): fp16 on CUDA, bf16 on CPU (fast only on CPUs "
-                        "with AVX512-BF16/AMX)")
+    p.add_argument("--precision", choices=PRECISIONS, default=None,
+                   help="the fast path's precision: auto = bf16 on a CPU with native bf16 (AVX512-BF16/AMX), fp16 "
+                        "on CUDA, else fp32 (default: auto when upscaling images, fp32 for benchmark scores)")
+    p.add_argument("--fp32", action="store_const", const="fp32", dest="precision", help="--precision fp32")
+    p.add_argument("--half", action="store_true", help="alias of --precision fp16 on CUDA, bf16 elsewhere")
+
+
+def precision_of(args: argparse.Namespace, upscaling: bool) -> str:
+    """The precision asked for: upscaling defaults to auto, scoring benchmarks to fp32 (the authors' numbers)."""
+    return args.precision or ("auto" if upscaling else "fp32")
 
 
 def parser(family: Family | None, description: str | None) -> argparse.ArgumentParser:
@@ -122,7 +130,7 @@ def run(args: argparse.Namespace, family: Family | None, argv: list[str] | None 
             _fetch_missing_benchmarks(args.test_data_dir)
         device = setup_distributed(args.cpu)[2] if "WORLD_SIZE" in os.environ else pick_device(args.cpu)
         predict = Predictor(net.to(device), tile=args.tile, overlap=args.shave, ensemble=args.self_ensemble,
-                            fast=not args.plain, half=args.half)
+                            fast=not args.plain, half=args.half, precision=precision_of(args, bool(args.input)))
         predictors = {s: at_output_scale(predict, fam, arch, s) for s in scales}
     except (CheckpointError, DownloadError, RegistryError, ProcessGroupError, ValueError) as e:
         print(f"error: {e}", file=sys.stderr)
@@ -136,7 +144,7 @@ def run(args: argparse.Namespace, family: Family | None, argv: list[str] | None 
                                  "sha256": source.sha256, "family": fam.name, "arch": arch,
                                  "released": source.pretrained},
                   "model": fam.run_name(arch), **environment(device, argv),
-                  "config": {k: v for k, v in vars(args).items()},
+                  "config": {k: v for k, v in vars(args).items()}, "precision": predict.precision_name,
                   "model_scales": {str(s): getattr(p, "model_scale", s) for s, p in predictors.items()}}
         # under torchrun the images are sharded over the ranks and rank 0 writes the merged results
         status = run_benchmarks(predictors, run_dir, args.test_data_dir, list(predictors), device,

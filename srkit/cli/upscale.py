@@ -22,7 +22,7 @@ from srkit.core.checkpoint import CheckpointError
 from srkit.core.fetch import DownloadError
 from srkit.core.registry import RegistryError
 from srkit.cli.flags import add_arch_args, arch_flags_given, name_suffix, output_scale, path_arg, positive_int
-from srkit.cli.sample import add_runtime_args
+from srkit.cli.sample import add_runtime_args, precision_of
 from srkit.cli.video import add_video_args, upscale_inputs_videos
 from srkit.data.imageio import DEFAULT_MAX_PIXELS
 from srkit.inference.predictor import Predictor, at_output_scale, pick_device
@@ -64,7 +64,7 @@ def main(argv: list[str] | None = None) -> int:
         scale = int(scale) if float(scale).is_integer() else scale
         device = pick_device(args.cpu)
         predict = Predictor(net.to(device), tile=args.tile, overlap=args.shave, ensemble=args.self_ensemble,
-                            fast=not args.plain, half=args.half)
+                            fast=not args.plain, half=args.half, precision=precision_of(args, True))
         predict = at_output_scale(predict, fam, arch, scale)
     except (CheckpointError, DownloadError, RegistryError, ValueError) as e:
         print(f"error: {e}", file=sys.stderr)

@@ -23,5 +23,8 @@ TRAIN_REF_CLIP_ATOL = 1e-9
 # Opt-in half precision (--half) vs float32: the largest pixel change in grey levels, and the PSNR change.
 HALF_MAX_LEVELS = 8
 HALF_PSNR_DB = 0.1
+# precision="bf16" vs fp32: the Y-PSNR change of the released weights on every Set5/Set14 x2/x3/x4 cell
+# (scripts/precision_quality.py writes the table).
+BF16_PSNR_DB = 0.01
 
 ALL = {name: value for name, value in globals().items() if name.isupper() and name != "ALL"}

@@ -18,8 +18,8 @@
 - on a CPU where ``srkit.inference.cpu_kernels`` can run, 64-channel residual blocks, the cascades' 1x1
   fusions, a x2 tail (last upsampling conv + sub-pixel exit) and other dense 3x3 convs from 64 channels run
   as streamed kernels instead (elsewhere, and whenever they decline an input, the oneDNN form runs);
-- optionally weights are cast to half precision (``half=``: fp16 on CUDA, bf16 on CPU; opt-in, it changes
-  numerics).
+- optionally weights are cast to half precision (``half=``: fp16 on CUDA, bf16 on CPU, where oneDNN runs
+  bf16 on the CPU's bf16 units; it changes numerics); in bf16 the image-side convs keep float32.
 
 Every module of the prepared model takes and returns tensors. Run it under ``torch.inference_mode()`` with
 inputs from ``to_fast_input``. ``fuse=False`` keeps only the portable rewrites (ONNX export uses that).
@@ -39,6 +39,7 @@ import torch.nn.functional as F
 from srkit.core.layers import (BicubicResize, CascadeRunner, FastPath, Fusion, GlobalAvgPool, MeanShift,
                                 plain_cascade)
 from srkit.inference import cpu_kernels
+from srkit.inference.precision import native_bf16
 from srkit.inference.cpu_kernels import (StreamedConv3x3, StreamedResidual, StreamedShuffleExit,
                                           StreamedShuffleResize, StreamedTail, StreamedWideBody)
 
@@ -76,12 +77,17 @@ class FusedConv(nn.Module):
         self.padding, self.stride = list(conv.padding), list(conv.stride)
         self.dilation, self.groups = list(conv.dilation), conv.groups
         self._kernel_ok: dict[bool, bool] = {}  # per form (with a residual or not), probed on first use
+        # an image-side conv of a bf16 model keeps float32 (prepare_fast): it reads float32, and returns
+        # ``out_dtype`` (None: float32)
+        self.float32, self.out_dtype = False, None
         # a dense 3x3 conv from 64 channels streamed by srkit.inference.cpu_kernels (AVX-512 CPUs); None otherwise
         self.streamed = StreamedConv3x3.from_conv(self, relu) if cpu_kernels.serves(w) else None
 
     def _onednn(self, x: torch.Tensor, binary: bool) -> bool:
-        # float32 only: oneDNN's bf16 kernels refuse CPUs without AVX512-BF16-class support, F.conv2d does not
-        if not (ONEDNN_BUILD and x.device.type == "cpu" and x.dtype == self.weight.dtype == torch.float32
+        # float32, and bf16 on a CPU with native bf16 units: oneDNN's bf16 kernels refuse other CPUs (F.conv2d
+        # does not), and its fused bf16 conv + post-ops beat F.conv2d and a separate ReLU / add there
+        if not (ONEDNN_BUILD and x.device.type == "cpu" and x.dtype == self.weight.dtype
+                and (x.dtype == torch.float32 or (x.dtype == torch.bfloat16 and native_bf16()))
                 and not torch.is_grad_enabled()):
             return False
         if binary not in self._kernel_ok:
@@ -92,7 +98,7 @@ class FusedConv(nn.Module):
         """Run the fused kernel once on a tiny input of this conv's configuration. Only a kernel that fails
         here counts as unavailable; a failure on real inputs afterwards (out of memory, ...) is raised."""
         k = self.weight.shape[-2:]
-        x = torch.zeros(1, self.weight.shape[1] * self.groups, k[0] + 1, k[1] + 1).contiguous(
+        x = torch.zeros(1, self.weight.shape[1] * self.groups, k[0] + 1, k[1] + 1, dtype=self.weight.dtype).contiguous(
             memory_format=torch.channels_last)
         try:
             self._call(x, torch.zeros_like(self._plain(x, None)) if binary else None)
@@ -116,6 +122,14 @@ class FusedConv(nn.Module):
         return torch.relu(y) if self.relu else y
 
     def forward(self, x: torch.Tensor, residual: torch.Tensor | None = None) -> torch.Tensor:
+        if self.float32 and x.dtype != torch.float32:
+            y = self.forward(x.float(), residual.float() if residual is not None else None)
+            return y if self.out_dtype is None else y.to(self.out_dtype)
+        if self.float32 and self.out_dtype is not None:
+            return self._forward(x, residual).to(self.out_dtype)
+        return self._forward(x, residual)
+
+    def _forward(self, x: torch.Tensor, residual: torch.Tensor | None) -> torch.Tensor:
         if residual is None and self.streamed is not None:
             y = self.streamed(x)
             if y is not None:
@@ -613,14 +627,41 @@ def prepare_fast(model: nn.Module, half: torch.dtype | None = None, fuse: bool =
         if hasattr(m, "workspace") and m is not fast:
             m.workspace = fast.workspace
     if half is not None:
+        # bf16 (8 mantissa bits) would round the image itself: an output level of 0.5..1 to 1/256, a grey level.
+        # The convs that read or write the image's channels, and the mean subtraction, keep float32 (a few
+        # percent of the Mult-Adds); the 64-channel features between them run in bf16.
+        if half == torch.bfloat16:
+            for parent in list(fast.modules()):  # an entry conv left plain becomes a FusedConv to be kept float32
+                for name, child in list(parent.named_children()):
+                    if type(child) is nn.Conv2d and child.padding_mode == "zeros" \
+                            and not isinstance(child.padding, str) and _image_side(FusedConv(child, False)):
+                        setattr(parent, name, FusedConv(child, False))
+        edges = [m for m in fast.modules() if half == torch.bfloat16 and _image_side(m)]
+        kept = [{k: b for k, b in m._buffers.items()} for m in edges]
         fast = fast.to(half)
+        for m, bufs in zip(edges, kept):
+            m._buffers.update(bufs)
+            if isinstance(m, FusedConv):
+                m.float32, m.out_dtype = True, half if m.weight.shape[1] * m.groups == 3 else None
+                m.streamed = None  # its packed weights were cast; none of the image-side convs has one anyway
     for p in fast.parameters():
         p.requires_grad_(False)
     return fast
 
 
+def _image_side(m: nn.Module) -> bool:
+    """The mean subtraction, and a conv from the image's 3 channels or to 3 per sub-pixel phase (3 r^2)."""
+    if isinstance(m, _Subtract):
+        return True
+    if not isinstance(m, FusedConv):
+        return False
+    out, into = m.weight.shape[0], m.weight.shape[1] * m.groups
+    return into == 3 or out in (3 * r * r for r in range(1, 5))
+
+
 def to_fast_input(x: torch.Tensor, dtype: torch.dtype | None = None, nhwc: bool | None = None) -> torch.Tensor:
-    """``x`` as the prepared model of ``prepare_fast(model, half=dtype, nhwc=nhwc)`` on ``x.device`` takes it."""
+    """``x`` as the prepared model of ``prepare_fast(model, half=dtype, nhwc=nhwc)`` on ``x.device`` takes it
+    (a bf16 model reads float32: its image-side convs keep float32)."""
     if nhwc_for(x.device, dtype) if nhwc is None else nhwc:
         x = x.contiguous(memory_format=torch.channels_last)
-    return x if dtype is None else x.to(dtype)
+    return x if dtype in (None, torch.bfloat16) else x.to(dtype)

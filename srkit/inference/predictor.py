@@ -17,6 +17,7 @@ from srkit.data.imageio import quantize
 from srkit.data.imresize import imresize
 from srkit.inference.fast import prepare_fast, to_fast_input
 from srkit.inference.plan import TilePlanner
+from srkit.inference.precision import NAMES, resolve
 from srkit.inference.tiling import forward_tiled, self_ensemble
 
 
@@ -48,22 +49,24 @@ class Predictor:
     ``tile``: the tile core's side in LR pixels; None (the default) chooses per image: the whole image when
     its measured working set fits the memory available, else the fewest equal tiles that do
     (srkit.inference.plan); 0: always the whole image. ``fast=True`` runs the fast path of
-    srkit.inference.fast (within ``FAST_PATH_ATOL`` of the plain forward, tested). ``half=True`` (opt-in, it
-    changes outputs) runs fp16 on CUDA, bf16 on CPU; outputs are float32."""
+    srkit.inference.fast (within ``FAST_PATH_ATOL`` of the plain forward, tested). ``precision``
+    (srkit.inference.precision: "auto", "fp32", "bf16", "fp16") is the fast path's dtype; fp32 by default here,
+    as evaluation runs; ``half=True`` is an alias of "fp16" on CUDA and "bf16" elsewhere. Outputs are float32;
+    ``precision_name`` says what runs."""
     model: torch.nn.Module
     tile: int | None = None
     overlap: int = 20
     ensemble: bool = False
     fast: bool = True
     half: bool = False
+    precision: str = "fp32"
 
     def __post_init__(self) -> None:
         self.device = next(self.model.parameters()).device
-        self.dtype: torch.dtype | None = None
         if self.half:
-            if not self.fast:
-                raise ValueError("half precision runs on the fast path; drop --plain")
-            self.dtype = torch.float16 if self.device.type == "cuda" else torch.bfloat16
+            self.precision = "fp16" if self.device.type == "cuda" else "bf16"
+        self.dtype: torch.dtype | None = resolve(self.precision, self.device, self.fast)
+        self.precision_name = NAMES[self.dtype]
         if self.tile is not None and self.tile < 0:
             raise ValueError(f"tile {self.tile}: give a size in LR pixels, 0 for the whole image, or None")
         if self.overlap < 0:
@@ -114,6 +117,7 @@ class Rescaled:
     def __init__(self, predict: Predict, model_scale: float,
                  out_scale: float) -> None:
         self.predict, self.model_scale, self.out_scale = predict, model_scale, out_scale
+        self.precision_name = getattr(predict, "precision_name", None)
 
     def __call__(self, x: torch.Tensor, scale: float) -> torch.Tensor:
         h, w = x.shape[-2:]

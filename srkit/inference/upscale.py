@@ -304,7 +304,8 @@ def upscale_paths(predict: Predict, inputs: list[str], scale: float, out_dir: Pa
               f"is left (each output is written whole or not at all)", file=sys.stderr)
         return INTERRUPTED
     extra = f" ({frames} frames)" if frames > done else ""
-    print(f"upscaled {done} of {len(jobs)} image(s){extra} x{scale:g} into {out_dir}"
+    ran = getattr(predict, "precision_name", None)
+    print(f"upscaled {done} of {len(jobs)} image(s){extra} x{scale:g} into {out_dir}{f' ({ran})' if ran else ''}"
           + (f"; {len(errors)} failed" if errors else ""))
     for e in errors:
         print(f"error: {e}", file=sys.stderr)

@@ -201,12 +201,13 @@ def _header(summary: dict) -> str:
     head = "".join(f"<tr><th>{e(k)}</th><td><code>{e(str(v))}</code></td></tr>" for k, v in lines if v)
     run_rows = "".join(
         f"<tr><td>{i}</td><td><code>{e(str(r.get('command', '')))}</code></td><td>{e(str(r.get('date', '')))}</td>"
-        f"<td>{e(str(r.get('device', '')))}</td><td>{e(str(r.get('torch', '')))}</td>"
+        f"<td>{e(str(r.get('device', '')))}</td><td>{e(str(r.get('precision', 'fp32')))}</td>"
+        f"<td>{e(str(r.get('torch', '')))}</td>"
         f"<td>{e(str(r.get('version', '')))}</td><td><code>{e(str(r.get('commit') or '-'))}</code></td></tr>"
         for i, r in enumerate(runs))
     return (f"<table id='provenance'>{head}</table>"
-            f"<table id='runs'><tr><th>run</th><th>command</th><th>date (UTC)</th><th>device</th><th>torch</th>"
-            f"<th>version</th><th>commit</th></tr>{run_rows}</table>")
+            f"<table id='runs'><tr><th>run</th><th>command</th><th>date (UTC)</th><th>device</th>"
+            f"<th>precision</th><th>torch</th><th>version</th><th>commit</th></tr>{run_rows}</table>")
 
 
 def render(run_dir: Path) -> str:

@@ -1,0 +1,66 @@
+"""The precision inference runs in: ``"auto"``, ``"fp32"``, ``"bf16"`` or ``"fp16"``.
+
+``auto`` is fp16 on CUDA; on the CPU, bf16 where the CPU computes bf16 natively (AVX512-BF16 or AMX-BF16,
+:func:`native_bf16`) *and* the bf16 fast path measured faster than the float32 one on that unit
+(``BF16_FASTER_ON``); fp32 elsewhere. Upscaling defaults to ``auto``; evaluation (benchmark scores, the report)
+stays fp32 unless asked, so the published numbers stay the authors'.
+
+bf16 on the CPU runs oneDNN's bf16 convolutions (bf16 weights and activations, fp32 accumulation) with the
+image-side convs in float32 (srkit.inference.fast); the float32 path has the streamed kernels
+(srkit.inference.cpu_kernels), which have no bf16 form yet. On AVX512-BF16 (AMD Zen 4) the bf16 path measured
+0.5-0.8x the float32 one, so ``auto`` stays fp32 there (docs/fast-path.md).
+"""
+from __future__ import annotations
+
+import functools
+import os
+from pathlib import Path
+
+import torch
+
+PRECISIONS = ("auto", "fp32", "bf16", "fp16")
+DTYPES = {"fp32": None, "bf16": torch.bfloat16, "fp16": torch.float16}
+NAMES = {None: "fp32", torch.bfloat16: "bf16", torch.float16: "fp16"}
+BF16_FLAGS = ("amx_bf16", "avx512_bf16")  # /proc/cpuinfo's names for the CPU's bf16 dot-product units
+# the bf16 units on which the CPU's bf16 fast path measured faster than its float32 one (none yet: AMX is
+# untested; on AVX512-BF16 it ran 0.5-0.8x, scripts/bench_inference.py)
+BF16_FASTER_ON: tuple[str, ...] = ()
+
+
+@functools.lru_cache(maxsize=None)
+def _cpu_flags() -> frozenset[str]:
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("flags"):
+                return frozenset(line.split(":", 1)[1].split())
+    except OSError:
+        pass
+    return frozenset()
+
+
+def native_bf16() -> str:
+    """The CPU's bf16 unit ("amx_bf16" or "avx512_bf16"), or "" where it has none. A forced fp32 build of the
+    streamed kernels (``SRKIT_CPU_KERNELS=avx2|avx512``) stands for a CPU of that class, which has none."""
+    if os.environ.get("SRKIT_CPU_KERNELS", "").lower() in ("avx2", "avx512"):
+        return ""
+    if torch.backends.cpu.get_cpu_capability() not in ("AVX512", "AMX"):
+        return ""
+    flags = _cpu_flags()
+    return next((f for f in BF16_FLAGS if f in flags), "")
+
+
+def resolve(precision: str, device: torch.device, fast: bool = True) -> torch.dtype | None:
+    """The dtype the fast path runs in for ``precision`` on ``device`` (None: float32). ValueError for a name
+    not in ``PRECISIONS`` or a 16-bit precision asked of the plain forward (``fast=False``)."""
+    if precision not in PRECISIONS:
+        raise ValueError(f"precision {precision!r}: one of {', '.join(PRECISIONS)}")
+    if precision == "auto":
+        if not fast:
+            return None  # the plain forward is the authors' float32 one
+        if device.type == "cuda":
+            return torch.float16
+        return torch.bfloat16 if device.type == "cpu" and native_bf16() in BF16_FASTER_ON else None
+    dtype = DTYPES[precision]
+    if dtype is not None and not fast:
+        raise ValueError(f"{precision} runs on the fast path; drop --plain")
+    return dtype
