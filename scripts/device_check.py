@@ -250,6 +250,33 @@ def section_training(device: torch.device, sizes: dict, tmp: Path) -> list[str]:
     return rows
 
 
+# CARN-M x2 fed each way and with each fast option: loader-bound if the real loader trails on-device data
+TRAINING_VIEW = [("real loader (workers, shared memory)", []), ("--data_on_device", ["--data_on_device"]),
+                 ("--data_on_device --amp bf16", ["--data_on_device", "--amp", "bf16"]),
+                 ("--data_on_device --channels_last", ["--data_on_device", "--channels_last"]),
+                 ("--data_on_device --fused_adam", ["--data_on_device", "--fused_adam"]),
+                 ("--data_on_device --cudnn_benchmark (determinism off)", ["--data_on_device", "--cudnn_benchmark"]),
+                 ("--data_on_device --fast", ["--data_on_device", "--fast"])]
+
+
+def section_training_view(device: torch.device, sizes: dict, tmp: Path) -> list[str]:
+    h5, val = tmp / "train.h5", tmp / "valid"
+    rows = ["| CARN-M x2, batch x patch | feed and options (determinism on unless said) | steps/s |", "|---|---|---|"]
+    for i, (name, flags) in enumerate(TRAINING_VIEW):
+        n = sizes["warm"] + sizes["steps"]
+        argv = ["--model", "carn_m", "--scale", "2", "--ckpt_dir", str(tmp / "view"), "--ckpt_name", f"v{i}",
+                "--train_data_path", str(h5), "--valid_data_path", str(val), "--patch_size", str(sizes["patch"]),
+                "--batch_size", str(sizes["batch"]), "--max_steps", str(n), "--print_interval", str(n),
+                "--workers", str(sizes["workers"]), *(["--cpu"] if device.type == "cpu" else []), *flags]
+        try:
+            train_cli.run(argv, "carn")
+            cell = f"{_steps_per_s(tmp / 'view' / f'v{i}', sizes['warm']):.2f}"
+        except Exception as e:  # noqa: BLE001 - a failed configuration is a cell of the report
+            cell = f"failed: {type(e).__name__}: {str(e).splitlines()[0][:80]}"
+        rows.append(f"| {sizes['batch']} x {sizes['patch']} | {name} | {cell} |")
+    return rows
+
+
 def section_ddp(device: torch.device, tmp: Path) -> tuple[str, bool]:
     h5 = tmp / "train.h5"
     run_dir = tmp / "ddp"
@@ -312,6 +339,9 @@ def main(argv: list[str] | None = None) -> int:
     with tempfile.TemporaryDirectory() as tmp:
         note("training")
         out += ["", "## Training speed", "", *section_training(device, sizes, Path(tmp))]
+        note("training view")
+        out += ["", "## Training: real loader against on-device data, each fast option", "",
+                *section_training_view(device, sizes, Path(tmp))]
         note("distributed")
         line, good = section_ddp(device, Path(tmp))
         ok &= good

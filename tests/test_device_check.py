@@ -27,6 +27,8 @@ def test_device_check_cpu_mode_reports_every_section(tmp_path):
     assert len(api) == 3 and api[0][4] == "whole image"
     train = re.findall(r"^\| (carn_m|carn|overnet) \| 4 x 16 \| ([\d.]+) \|", report, re.M)
     assert [m for m, _ in train] == ["carn_m", "carn", "overnet"] and all(float(v) > 0 for _, v in train)
+    view = re.findall(r"^\| 4 x 16 \| ([^|]+) \| ([\d.]+) \|", report, re.M)
+    assert len(view) == 7 and all(float(v) > 0 for _, v in view)  # every feed and fast option trained
     assert "| torchrun --nproc_per_node=1, gloo | exit 0, 3 of 3 steps with digests |" in report
     if (SHARED / "checkpoints" / "carn_m.pth").exists():
         psnr = re.findall(r"^\| Set5 \| x([234]) \| ([\d.]+) \| ([\d.]+) \| ([\d.]+) \| ([+-][\d.]+) \| ([\d.e+-]+) \|",

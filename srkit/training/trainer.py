@@ -149,8 +149,15 @@ class Trainer:
         if cfg.fused_adam:
             self._fuse_adam()
         self.runner = StepRunner(self.net, self.model, self.optimizer, self.family.step_loss, LOSSES[cfg.loss_fn](),
-                                 cfg.clip, self.accum, cfg.zero_grad, amp, self.world, self.device)
+                                 cfg.clip, self.accum, cfg.zero_grad, amp, self.world, self.device,
+                                 self._stop_group())
         self._signal: int | None = None
+
+    def _stop_group(self):
+        """A gloo group for the stop flag where the default group is NCCL (it reduces no CPU tensor)."""
+        if self.world > 1 and dist.get_backend() != "gloo":
+            return dist.new_group(backend="gloo")
+        return None
 
     def _fuse_adam(self) -> None:
         if type(self.optimizer) is not torch.optim.Adam:
