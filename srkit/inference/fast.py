@@ -135,7 +135,14 @@ class FusedConv(nn.Module):
             if y is not None:
                 return y
         if self._onednn(x, residual is not None):
-            return self._call(x, residual)
+            if x.dtype != torch.bfloat16:
+                return self._call(x, residual)
+            try:  # oneDNN's bf16 binary post-op falls back, for some shapes, to an add_relu that lacks bf16
+                return self._call(x, residual)
+            except RuntimeError as e:
+                self._kernel_ok[residual is not None] = False
+                warnings.warn(f"oneDNN fused bf16 convolution declined this input ({str(e).splitlines()[0]}); "
+                              f"this conv runs plain ops", OneDNNFallbackWarning, stacklevel=3)
         return self._plain(x, residual)
 
 
