@@ -48,11 +48,12 @@ def test_the_set_up_and_test_commands_are_the_ones_ci_runs():
 
 
 def test_every_python_block_runs_as_written(tmp_path):
-    """Each ```python block of the README (the API, torch.hub from the checkout), in a fresh process from the
+    """Each ```python block of the README (the API, torch.hub from the checkout, spandrel), in a fresh process from the
     repository root, offline (the released weights through a mirror folder)."""
     mirror = _mirror(tmp_path)
     blocks = [body for lang, body in BLOCKS if lang == "python"]
-    assert len(blocks) == 2 and 'torch.hub.load(".", "carn_m", source="local", pretrained=True)' in blocks[1]
+    assert any('torch.hub.load(".", "carn_m", source="local", pretrained=True)' in b for b in blocks)
+    assert any("ModelLoader().load_from_file(" in b for b in blocks)  # the spandrel plug-in
     for body in blocks:
         r = subprocess.run([sys.executable, "-c", body], cwd=ROOT, env=_env(tmp_path, mirror), capture_output=True,
                            text=True, timeout=600)
