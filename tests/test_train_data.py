@@ -6,18 +6,13 @@ import numpy as np
 import pytest
 import torch
 
-import div2h5
 from srkit.data.train_data import StepBatches, TrainDataError
-from train_fixtures import make_div2k
+from train_fixtures import packed_div2k
 
 
 @pytest.fixture(scope="module")
 def eight(tmp_path_factory):
-    root = tmp_path_factory.mktemp("eight")
-    div, _ = make_div2k(root, size=96, count=8)
-    h5 = root / "train.h5"
-    assert div2h5.main(["--div2k", str(div), "--out", str(h5)]) == 0
-    return h5
+    return packed_div2k(tmp_path_factory.mktemp("eight"))
 
 
 @pytest.mark.parametrize("batch", [8, 4, 3])

@@ -9,20 +9,15 @@ import pytest
 import torch
 from torch.utils.data import DataLoader
 
-import div2h5
 from srkit.data.device_batches import DeviceBatches
 from srkit.data.train_data import StepBatches, as_float, place
 from srkit.training.trainer import _as_is, loader_worker_init
-from train_fixtures import make_div2k
+from train_fixtures import packed_div2k
 
 
 @pytest.fixture(scope="module")
 def eight(tmp_path_factory):
-    root = tmp_path_factory.mktemp("eight")
-    div, _ = make_div2k(root, size=96, count=8)
-    h5 = root / "train.h5"
-    assert div2h5.main(["--div2k", str(div), "--out", str(h5)]) == 0
-    return h5
+    return packed_div2k(tmp_path_factory.mktemp("eight"))
 
 
 def reference(h5, scales, patch, batch, seed, rank, world, per_step, bgr, step):
