@@ -7,7 +7,7 @@ stays fp32 unless asked, so the published numbers stay the authors'.
 
 bf16 on the CPU runs oneDNN's bf16 convolutions (bf16 weights and activations, fp32 accumulation) with the
 image-side convs in float32 (srkit.inference.fast); the float32 path has the streamed kernels
-(srkit.inference.cpu_kernels), which have no bf16 form yet. On AVX512-BF16 (AMD Zen 4) the bf16 path measured
+(srkit.inference.fast.cpu_fp32), which have no bf16 form yet. On AVX512-BF16 (AMD Zen 4) the bf16 path measured
 0.5-0.8x the float32 one, so ``auto`` stays fp32 there (docs/fast-path.md).
 """
 from __future__ import annotations
