@@ -52,7 +52,8 @@ def _wait_all(procs: list[subprocess.Popen], limit: float = LIMIT) -> list[tuple
             for i, p in enumerate(procs):
                 if i not in out and p.poll() is not None:
                     out[i] = time.monotonic() - t0
-            assert time.monotonic() - t0 < limit, f"still running after {limit} s: {sorted(set(range(len(procs))) - set(out))}"
+            left = sorted(set(range(len(procs))) - set(out))
+            assert time.monotonic() - t0 < limit, f"processes {left} still running after {limit} s"
             time.sleep(0.02)
     finally:
         for p in procs:
@@ -136,7 +137,8 @@ def test_a_full_disk_on_rank_0_under_torchrun_stops_every_rank_naming_it(div2k, 
     SIGTERM)."""
     h5, val, _ = div2k
     t0 = time.monotonic()
-    proc = subprocess.Popen([*TORCHRUN, "--standalone", "--nproc_per_node=2", *_fault_argv(h5, val, tmp_path, 0, "disk")],
+    proc = subprocess.Popen([*TORCHRUN, "--standalone", "--nproc_per_node=2",
+                             *_fault_argv(h5, val, tmp_path, 0, "disk")],
                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=ENV)
     [(rc, err, seconds)] = _wait_all([proc])
     why = FAULTS["disk"][2]

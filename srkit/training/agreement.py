@@ -1,15 +1,16 @@
-"""What the ranks of a run agree on between two steps: whether to stop (a signal reached any rank) and
-whether some rank failed (an exception in its data, validation, save or logs).
+"""What the ranks of a run agree on at every step: whether to stop (a signal reached any rank) and whether
+some rank failed (an exception in its data, forward pass, loss, validation, save or logs).
 
-Every rank calls :class:`Agreement` at the same points: before each step (and once more at the end of the
-loop), and before leaving at a stop step. It is one all-reduce of two integers on the CPU (a gloo group), so
-it waits for the peers but never for the GPU. A rank that fails calls it instead of its next step, with its
+Every rank calls :class:`Agreement` at the same points: in each step just before its first collective (the
+last micro-batch's backward, where DDP reduces the gradients), before leaving at a stop step, and once at the
+end of the loop. It is one all-reduce of two integers on the CPU (a gloo group), so it waits for the peers
+but never for the GPU. A rank that fails calls it in place of the next one it would have reached, with its
 error line, and then exits with its own error; the others learn which rank failed, at which step and why, in
 that same collective, and raise :class:`PeerFailed`: every rank is out within one step.
 
-A rank that dies without a word (SIGKILL, the OOM killer, a segfault) closes its connections: its peers'
-next collective fails at once and they raise :class:`PeerLost`. A machine that vanishes without closing them
-(power, network) is noticed by the collective's timeout (``--dist_timeout``).
+A rank that dies without a word (SIGKILL, the OOM killer, a segfault), or fails inside a collective, leaves
+its peers in one: when its connections close they fail at once and raise :class:`PeerLost`. A machine that
+vanishes without closing them (power, network) is noticed by the collective's timeout (``--dist_timeout``).
 """
 from __future__ import annotations
 

@@ -27,7 +27,7 @@ import sys
 import threading
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Sequence
+from typing import Callable, Sequence, TypeVar
 
 import numpy as np
 import torch
@@ -49,10 +49,11 @@ from srkit.training.errors import Diverged, Stopped, TrainingError
 from srkit.training.logs import RunLogs
 from srkit.training.readback import Readback
 from srkit.training.rundir import RunDir
-from srkit.training.step import LOSSES, Batch, StepRunner
+from srkit.training.step import LOSSES, Batch, StepResult, StepRunner
 from srkit.training.validation import check_folder, validate
 from srkit.weights import zoo
 
+T = TypeVar("T")
 STOP_SIGNALS = tuple(getattr(signal, n) for n in ("SIGTERM", "SIGINT", "SIGUSR1") if hasattr(signal, n))
 
 
@@ -285,12 +286,14 @@ class Trainer:
         except OSError as e:  # a disk that filled up since the lock was taken, a folder made read-only
             raise TrainingError(f"could not write the run's logs in {self.run.path}: {e.strerror or e}") from None
 
-    def _told(self, what):
+    def _told(self, what: Callable[[], T]) -> T:
         """``what()``; an exception in it is first told to the other ranks, at the agreement they wait in
         next (before their next step's gradient all-reduce, or at the end), then raised here."""
         try:
             return what()
         except Exception as e:  # noqa: BLE001 - whatever it is, the peers must not wait for this rank
+            if self.world > 1 and is_peer_loss(e):  # a collective in it (validation's gather) lost a peer
+                raise peer_lost(self.rank, self.step, e) from None
             if self.world > 1:
                 try:
                     self.agreement(self.step, False, one_line(e))
@@ -298,7 +301,7 @@ class Trainer:
                     pass
             raise
 
-    def _run_step(self, inputs: list[Batch], lr: float):
+    def _run_step(self, inputs: list[Batch], lr: float) -> StepResult:
         """One step; a collective that fails because a peer ended is one line naming this rank and the step."""
         try:
             return self.runner(inputs, lr, self._signal is not None)
@@ -307,7 +310,8 @@ class Trainer:
                 raise peer_lost(self.rank, self.step + 1, e) from None
             raise
 
-    def _after_step(self, res, values: Readback, records: list[StepRecord], logs: RunLogs, bar, end: int) -> None:
+    def _after_step(self, res: StepResult, values: Readback, records: list[StepRecord], logs: RunLogs, bar: tqdm,
+                    end: int) -> None:
         """Read back what has landed (stopping at a non-finite step), validate, save and log."""
         cfg = self.cfg
         if cfg.debug_sync:
