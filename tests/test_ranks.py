@@ -94,6 +94,23 @@ def test_ranks_whose_run_folders_disagree_on_the_resume_step_all_stop_and_change
     print(f"rank 1 with {rank1_has}: both ranks exit 2 after {max(t for *_, t in results):.1f} s")
 
 
+@pytest.mark.slow
+def test_a_set_up_failure_on_one_rank_stops_every_rank_naming_it(div2k, tmp_path):
+    """Rank 1's machine lacks the validation folder (its own --valid_data_path): rank 1 exits 2 with its line,
+    rank 0 with 'rank 1 failed at set-up: <that line>' (not a gloo traceback from its next collective), and no
+    run folder is made."""
+    h5, val, _ = div2k
+    argv = [str(ROOT / "carn" / "train.py"), "--model", "carn_m"]
+    missing = tmp_path / "nowhere"
+    results = _wait_all(_by_hand([[*argv, *train_argv(h5, v, tmp_path, 4, ["--dist_timeout", "60"])]
+                                  for v in (val, missing)]))
+    line = f"--valid_data_path: {missing}: no such benchmark folder"
+    (rc0, err0, _), (rc1, err1, _) = results
+    assert rc1 == 2 and f"error: {line}" in err1, err1[-2000:]
+    assert rc0 == 2 and f"error: rank 1 failed at set-up: {line}" in err0 and "Traceback" not in err0, err0[-2000:]
+    assert not (tmp_path / "run").exists()
+
+
 # ---- 2. a failure on one rank stops every rank -----------------------------------------------------------------
 
 def _fault_argv(h5, val, out: Path, rank: int, fault: str) -> list[str]:

@@ -42,10 +42,10 @@ from srkit.core.provenance import environment
 from srkit.core.registry import Family, describe_any
 from srkit.data.device_batches import DeviceBatches
 from srkit.data.train_data import StepBatches, as_float, place
-from srkit.training.agreement import Agreement, is_peer_loss, one_line, peer_lost
+from srkit.training.agreement import Agreement, gather, is_peer_loss, one_line, peer_lost
 from srkit.training.config import RESUME_MUST_MATCH, ZERO_GRAD, TrainConfig
 from srkit.training.determinism import kernels
-from srkit.training.errors import Diverged, Stopped, TrainingError
+from srkit.training.errors import Diverged, PeerFailed, Stopped, TrainingError
 from srkit.training.logs import RunLogs
 from srkit.training.readback import Readback
 from srkit.training.rundir import RunDir
@@ -107,6 +107,40 @@ class Trainer:
     # ---- set-up -------------------------------------------------------------------------------------
     def _setup(self, batches: Sequence[list[Batch]] | None) -> None:
         cfg = self.cfg
+        self._all_ready(self._check_and_build)
+        state = self.run.claim(cfg.resume or ("auto" if under_torchrun() else "no"))
+        self._all_ready(lambda: self._resume_and_load(state, batches))
+        self.net = self.model
+        if self.world > 1:  # a step that uses one of several scales leaves the other branches idle
+            idle = len(self.scales) > 1 and self.family.recipe.scales_per_step == "one"
+            self.net = nn.parallel.DistributedDataParallel(self.model, find_unused_parameters=idle)
+        if cfg.fused_adam:
+            self._fuse_adam()
+        self.agreement = Agreement(self.rank, self.world, self._stop_group())
+        self.runner = StepRunner(self.net, self.model, self.optimizer, self.family.step_loss, LOSSES[cfg.loss_fn](),
+                                 cfg.clip, self.accum, cfg.zero_grad, self.amp, self.world, self.device,
+                                 lambda stop, failure=None: self.agreement(self.step + 1, stop, failure))
+        self._signal: int | None = None
+
+    def _all_ready(self, what: Callable[[], None]) -> None:
+        """``what()`` (set-up that reads this rank's own files: the validation folder, pretrained weights, a
+        checkpoint, the training data), then one gather: a rank that failed raises its own error, the others
+        one line naming it, instead of waiting for it in the next collective."""
+        failure = None
+        try:
+            what()
+        except Exception as e:  # noqa: BLE001 - told to the other ranks first
+            failure = e
+        lines = gather(None if failure is None else one_line(failure))
+        if failure is not None:
+            raise failure
+        bad = next((r for r, line in enumerate(lines) if line is not None), None)
+        if bad is not None:
+            raise PeerFailed(f"rank {bad} failed at set-up: {lines[bad]}")
+
+    def _check_and_build(self) -> None:
+        """The flags' checks, the model and the optimizer."""
+        cfg = self.cfg
         self.accum = cfg.grad_accum
         if cfg.num_gpu > 1:
             if self.world == 1:  # the authors' --num_gpu N: the same global batch on what is here
@@ -125,18 +159,19 @@ class Trainer:
             check_folder(cfg.valid_data_path, self.scales)
         if cfg.loss_fn not in LOSSES:
             raise TrainingError(f"--loss_fn {cfg.loss_fn}: one of {', '.join(LOSSES)}")
+        self.amp = {"fp16": torch.float16, "bf16": torch.bfloat16}.get(cfg.amp)
+        if self.amp == torch.float16 and self.device.type != "cuda":
+            raise TrainingError("--amp fp16 needs CUDA (its gradient scaler); on the CPU use --amp bf16")
         self.model = self._build_model()
         params = [p for p in self.model.parameters() if p.requires_grad]
         self.optimizer = self.family.recipe.optimizer(params, cfg.lr)
         self.step, self.best = 0, -math.inf
-        mode = cfg.resume or ("auto" if under_torchrun() else "no")
-        state = self.run.claim(mode)
+
+    def _resume_and_load(self, state: dict | None, batches: Sequence[list[Batch]] | None) -> None:
+        """The resumed state (if any) and the batch source."""
+        cfg = self.cfg
         if state is not None:
             self._resume(state)
-        self.net = self.model
-        if self.world > 1:  # a step that uses one of several scales leaves the other branches idle
-            idle = len(self.scales) > 1 and self.family.recipe.scales_per_step == "one"
-            self.net = nn.parallel.DistributedDataParallel(self.model, find_unused_parameters=idle)
         self.data = batches if batches is not None else StepBatches(
             cfg.train_data_path, self.scales, cfg.patch_size, cfg.batch_size, seed=cfg.seed, rank=self.rank,
             world=self.world, per_step=self.family.recipe.scales_per_step, channel_order=cfg.channel_order,
@@ -146,16 +181,6 @@ class Trainer:
                 self.data = DeviceBatches(self.data, self.device)
             except ValueError as e:
                 raise TrainingError(str(e)) from None
-        amp = {"fp16": torch.float16, "bf16": torch.bfloat16}.get(cfg.amp)
-        if amp == torch.float16 and self.device.type != "cuda":
-            raise TrainingError("--amp fp16 needs CUDA (its gradient scaler); on the CPU use --amp bf16")
-        if cfg.fused_adam:
-            self._fuse_adam()
-        self.agreement = Agreement(self.rank, self.world, self._stop_group())
-        self.runner = StepRunner(self.net, self.model, self.optimizer, self.family.step_loss, LOSSES[cfg.loss_fn](),
-                                 cfg.clip, self.accum, cfg.zero_grad, amp, self.world, self.device,
-                                 lambda stop, failure=None: self.agreement(self.step + 1, stop, failure))
-        self._signal: int | None = None
 
     def _stop_group(self):
         """A gloo group for the agreement where the default group is NCCL (it reduces no CPU tensor)."""
