@@ -2,8 +2,8 @@
 
 Each group (``HR``, ``X2`` ...) becomes one flat uint8 tensor in shared memory (``share_memory_``), the images
 laid end to end with their offsets and shapes beside it: a worker, forked or spawned, maps the same pages, so
-four workers hold one copy (their PSS splits it), and a crop is a slice of a view. Reading once replaces a
-0.6-0.9 ms h5 hyperslab read per patch with a copy of the patch's bytes.
+four workers hold one copy (their PSS splits it), and a crop is a slice of a view. Reading once replaces an
+h5 hyperslab read per patch with a copy of the patch's bytes (docs/training.md has both rates, measured).
 
 The data are the h5 file's own bytes, so a crop equals the hyperslab read of the same window bit for bit.
 """
