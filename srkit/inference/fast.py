@@ -31,6 +31,7 @@ import copy
 import math
 import threading
 import warnings
+from pathlib import Path
 
 import torch
 import torch.nn as nn
@@ -38,6 +39,10 @@ import torch.nn.functional as F
 
 from srkit.core.layers import (BicubicResize, CascadeRunner, FastPath, Fusion, GlobalAvgPool, MeanShift,
                                 plain_cascade)
+# the per-backend modules live in the folder of this name (fast/cpu_bf16.py): a module with a __path__ imports
+# submodules from it
+__path__ = [str(Path(__file__).with_suffix(""))]
+
 from srkit.inference import cpu_kernels
 from srkit.inference.precision import native_bf16
 from srkit.inference.cpu_kernels import (StreamedConv3x3, StreamedResidual, StreamedShuffleExit,
