@@ -44,6 +44,7 @@ from srkit.core.layers import (BicubicResize, CascadeRunner, FastPath, Fusion, G
 __path__ = [str(Path(__file__).with_suffix(""))]
 
 from srkit.inference import cpu_kernels
+from srkit.inference.fast import cpu_bf16
 from srkit.inference.precision import native_bf16
 from srkit.inference.cpu_kernels import (StreamedConv3x3, StreamedResidual, StreamedShuffleExit,
                                           StreamedShuffleResize, StreamedTail, StreamedWideBody)
@@ -87,6 +88,8 @@ class FusedConv(nn.Module):
         self.float32, self.out_dtype = False, None
         # a dense 3x3 conv from 64 channels streamed by srkit.inference.cpu_kernels (AVX-512 CPUs); None otherwise
         self.streamed = StreamedConv3x3.from_conv(self, relu) if cpu_kernels.serves(w) else None
+        # its bf16 form (srkit.inference.fast.cpu_bf16, CPUs with AVX512-BF16 / AMX-BF16), for a bf16 model
+        self.streamed_bf16 = cpu_bf16.ConvBF16.from_conv(self, relu) if cpu_bf16.serves(w) else None
 
     def _onednn(self, x: torch.Tensor, binary: bool) -> bool:
         # float32, and bf16 on a CPU with native bf16 units: oneDNN's bf16 kernels refuse other CPUs (F.conv2d
@@ -137,6 +140,10 @@ class FusedConv(nn.Module):
     def _forward(self, x: torch.Tensor, residual: torch.Tensor | None) -> torch.Tensor:
         if residual is None and self.streamed is not None:
             y = self.streamed(x)
+            if y is not None:
+                return y
+        if residual is None and self.streamed_bf16 is not None and x.dtype == torch.bfloat16:
+            y = self.streamed_bf16(x)
             if y is not None:
                 return y
         if self._onednn(x, residual is not None):
@@ -235,6 +242,10 @@ class CascadeFuse(FusedConv, CascadeRunner):
         # the weights as the streamed kernel reads them (srkit.inference.cpu_kernels.fuse1x1); None where it does not fit
         packed = cpu_kernels.pack_fuse(conv.weight) if relu and conv.bias is not None else None
         self.register_buffer("packed", packed)
+        # the bf16 kernel's weights and float32 bias (srkit.inference.fast.cpu_bf16.fuse1x1), for a bf16 model
+        bf16 = packed is not None and cpu_bf16.serves(conv.weight)
+        self.register_buffer("packed_bf16", cpu_bf16.pack_fuse(conv.weight) if bf16 else None)
+        self.register_buffer("bias_bits", cpu_bf16.float_bits(conv.bias) if bf16 else None)
         self.workspace: Workspace | None = None  # prepare_fast gives every cascade of a model one workspace
 
     def on_buffer(self, rows: torch.Tensor, first: torch.Tensor | None = None) -> torch.Tensor | None:
@@ -244,7 +255,15 @@ class CascadeFuse(FusedConv, CascadeRunner):
         if self.packed is None:
             return None
         out = self.workspace.take((rows.shape[0], 64), rows) if self.workspace is not None else None
+        if rows.dtype == torch.bfloat16:
+            return None if self.packed_bf16 is None else cpu_bf16.fuse1x1(rows, self.packed_bf16, self.bias_bits, out, first)
         return cpu_kernels.fuse1x1(rows, self.packed, self.bias, out, first)
+
+    def streams(self, x: torch.Tensor) -> bool:
+        """Whether ``on_buffer`` has a kernel for a cascade over ``x`` (float32 or bf16)."""
+        if x.dtype == torch.bfloat16:
+            return self.packed_bf16 is not None and cpu_bf16.available()
+        return self.packed is not None and cpu_kernels.available()
 
     @staticmethod
     def run_cascade(x: torch.Tensor, blocks: list, fuses: list["CascadeFuse"]) -> list[torch.Tensor]:
@@ -266,7 +285,7 @@ class CascadeFuse(FusedConv, CascadeRunner):
         n, c, h, w = x.shape
         rows = buf.view(n * h * w, -1)
         # the streamed fusions read the cascade's input where it is; anything else reads it from the buffer
-        first = x if all(f.packed is not None for f in fuses) and cpu_kernels.available() else None
+        first = x if all(f.streams(x) for f in fuses) else None
         if first is None:
             buf[..., :c].copy_(x.permute(0, 2, 3, 1))
         o, outs = x, []
@@ -307,13 +326,20 @@ class FusedResidual(nn.Module):
         self.last = FusedConv(last, relu=True)
         # the whole block streamed row by row (64-channel blocks of 3x3 convs, groups 1 or 4); None otherwise
         self.streamed = StreamedResidual.from_body(list(body)) if cpu_kernels.serves(last.weight) else None
+        self.streamed_bf16 = cpu_bf16.ResidualBF16.from_body(list(body)) if cpu_bf16.serves(last.weight) else None
 
     def write_into(self, x: torch.Tensor, out: torch.Tensor) -> bool:
         """``out.copy_(self(x))`` without the intermediate tensors, when the streamed kernel runs here;
         False (nothing written) otherwise. ``out`` must not overlap ``x``."""
+        if x.dtype == torch.bfloat16:
+            return self.streamed_bf16 is not None and self.streamed_bf16(x, out)
         return self.streamed is not None and self.streamed(x, out)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if self.streamed_bf16 is not None and x.dtype == torch.bfloat16:
+            out = torch.empty_like(x, memory_format=torch.channels_last)
+            if self.streamed_bf16(x, out):
+                return out
         return self.last(self.head(x), residual=x)
 
 
@@ -424,13 +450,27 @@ class SubPixelTail(nn.Module):
         self.up = FusedConv(conv, relu=True)
         self.exit = SubPixelExit(exit_conv)
         self.streamed = StreamedTail.from_convs(self.up, self.exit.sub) if cpu_kernels.serves(conv.weight) else None
+        self.streamed_bf16 = cpu_bf16.TailBF16(self.streamed) \
+            if self.streamed is not None and cpu_bf16.serves(conv.weight) else None
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if self.streamed_bf16 is not None and x.dtype == torch.bfloat16:
+            y = self.streamed_bf16(x)
+            if y is not None:
+                return y
         if self.streamed is not None:
-            y = self.streamed(x)
+            y = self.streamed(_float_for(self.streamed, x))
             if y is not None:
                 return y
         return self.exit(self.up(x))
+
+
+def _float_for(streamed: nn.Module, x: torch.Tensor) -> torch.Tensor:
+    """``x`` as a float32 streamed kernel without a bf16 form reads it: a float32 copy of a bf16 map where
+    prepare_fast kept that kernel's weights float32 in a bf16 model (its output is the image, or feeds the
+    image-side convs, which run float32 anyway), else ``x``."""
+    keeps = all(b.dtype != torch.bfloat16 for b in streamed.buffers())
+    return x.float() if x.dtype == torch.bfloat16 and keeps else x
 
 
 class ShuffleExit(nn.Module):
@@ -446,7 +486,7 @@ class ShuffleExit(nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         if self.streamed is not None:
-            y = self.streamed(x)
+            y = self.streamed(_float_for(self.streamed, x))
             if y is not None:
                 return y
         return self.exit(self.shuffle(x))
@@ -463,7 +503,7 @@ class ShuffleResize(nn.Module):
 
     def forward(self, x: torch.Tensor, out_hw: tuple[int, int], factor: float) -> torch.Tensor:
         if self.streamed is not None:
-            y = self.streamed(x, out_hw, factor)
+            y = self.streamed(_float_for(self.streamed, x), out_hw, factor)
             if y is not None:
                 return y
         return self.resize(self.shuffle(x), out_hw, factor)
@@ -649,6 +689,11 @@ def prepare_fast(model: nn.Module, half: torch.dtype | None = None, fuse: bool =
                             and not isinstance(child.padding, str) and _image_side(FusedConv(child, False)):
                         setattr(parent, name, FusedConv(child, False))
         edges = [m for m in fast.modules() if half == torch.bfloat16 and _image_side(m)]
+        if half == torch.bfloat16 and cpu_bf16.available():
+            # the float32 streamed kernels with no bf16 form (the x2 tail, the x3 shuffle exit, the shuffle +
+            # resize) read a float32 copy of their bf16 input (_float_for): their weights stay float32. Measured
+            # faster than oneDNN's bf16 upsampling conv + the float32 exit conv (scripts/bench_bf16_kernels.py).
+            edges += [m for m in fast.modules() if isinstance(m, (StreamedTail, StreamedShuffleExit, StreamedShuffleResize))]
         kept = [{k: b for k, b in m._buffers.items()} for m in edges]
         fast = fast.to(half)
         for m, bufs in zip(edges, kept):

@@ -6,7 +6,9 @@ The bf16 twins of the float32 streamed kernels (srkit.inference.cpu_kernels) for
   grouped 3x3, ReLU, 1x1), ``relu(body(x) + x)`` from a bf16 NHWC map into any bf16 NHWC destination (a slice
   of the cascade buffer), its intermediates never stored;
 - ``fuse1x1``: a cascade's 1x1 fusion over the bf16 buffer's 64-channel blocks, bias and ReLU in the store;
-- ``ConvBF16``: a dense 3x3 conv from 64 channels to 64 n (+ ReLU), by rows (an upsampling conv).
+- ``ConvBF16``: a dense 3x3 conv from 64 channels to 64 n (+ ReLU), by rows (an upsampling conv);
+- ``TailBF16`` (AMX only): the x2 tail, the last upsampling conv + ReLU + the sub-pixel exit conv + pixel
+  shuffle, without the 256-channel map; its output is the float32 image.
 
 Products are vdpbf16ps (bf16 pairs, float32 accumulation); bias, ReLU and the residual add are float32 before
 the one rounding to bf16. Each returns False / None where it cannot serve (no build, no AVX512-BF16, turned
@@ -32,7 +34,7 @@ import torch.nn as nn
 from srkit.inference.cpu_kernels import _overlap, _pixel_stride, winograd_weights
 from srkit.inference.precision import _cpu_flags
 
-_ABI = 1  # cpu_bf16_avx512bf16.c's ABI must match
+_ABI = 2  # cpu_bf16_avx512bf16.c's ABI must match
 _VARIANT = 3
 _STEM = "_cpu_bf16"
 _LIB: ctypes.CDLL | None | bool = None  # None: not looked for yet; False: not usable here
@@ -55,7 +57,8 @@ def _load(path: Path) -> ctypes.CDLL:
     p, i, long, pp = ctypes.c_void_p, ctypes.c_int, ctypes.c_long, ctypes.POINTER(ctypes.c_void_p)
     for name, args in (("srkit_bf16_resblock", [p, long, p, long, i, i, i, i, pp, pp, pp, p, p, i]),
                        ("srkit_bf16_fuse1x1", [p, long, p, long, i, long, p, p, p, long, i]),
-                       ("srkit_bf16_conv3x3", [p, long, i, i, i, p, p, p, i, p, p, long, i])):
+                       ("srkit_bf16_conv3x3", [p, long, i, i, i, p, p, p, i, p, p, long, i]),
+                       ("srkit_bf16_subpixel_tail", [p, long, i, i, i, p, p, p, p, p, p, long, long, long, i])):
         getattr(lib, name).argtypes = args
         getattr(lib, name).restype = i
     lib.srkit_bf16_amx.argtypes, lib.srkit_bf16_amx.restype = [i], i
@@ -301,3 +304,39 @@ class ConvBF16(nn.Module):
                                           int(self.relu), None if float_out else y, y if float_out else None,
                                           self.out_channels, torch.get_num_threads()), "srkit_bf16_conv3x3")
         return out
+
+
+class TailBF16(nn.Module):
+    """The bf16 form of ``srkit.inference.cpu_kernels.StreamedTail`` (its weights, repacked): from a bf16 map to
+    the float32 image at twice its size. AMX only: elsewhere it declines (None) and the float32 tail runs."""
+
+    def __init__(self, tail: nn.Module) -> None:
+        super().__init__()
+        self.groups = tail.groups
+        k = 64 // tail.groups
+        self.register_buffer("wa", pairs(tail.wa.float().reshape(4, 3, 3, k, 64)))
+        self.register_buffer("ba", float_bits(tail.ba))
+        self.register_buffer("we", pairs(tail.we.float().reshape(36, 64, 16)))
+        self.register_buffer("be", float_bits(tail.be))
+        self.register_buffer("mask", tail.mask.clone())
+        self.workspace = None  # set by srkit.inference.fast.prepare_fast
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor | None:
+        """The 3-channel float32 output at twice ``x``'s size (channels_last), or None when it cannot run."""
+        lib = _runnable(x)
+        xs = _pixel_stride(x)
+        if lib is None or xs is None or x.shape[1] != 64:
+            return None
+        n, _, h, w = x.shape
+        shape = (n, 3, 2 * h, 2 * w)
+        y = self.workspace.take(shape, self.ba.view(torch.float32), memory_format=torch.channels_last) \
+            if self.workspace is not None else torch.empty(shape, memory_format=torch.channels_last)
+        for i in range(n):
+            rc = lib.srkit_bf16_subpixel_tail(x[i].data_ptr(), xs, h, w, self.groups, self.wa.data_ptr(),
+                                              self.ba.data_ptr(), self.we.data_ptr(), self.be.data_ptr(),
+                                              self.mask.data_ptr(), y[i].data_ptr(), y.stride(2), y.stride(3),
+                                              y.stride(1), torch.get_num_threads())
+            if rc == -1 and i == 0:
+                return None  # no AMX here (or a shape it does not serve): nothing written
+            _check(rc, "srkit_bf16_subpixel_tail")
+        return y

@@ -14,6 +14,8 @@
    - srkit_bf16_fuse1x1: a cascade's 1x1 fusion over the buffer's 64-channel blocks, bias and ReLU in the store.
    - srkit_bf16_conv3x3: a dense 3x3 conv from 64 channels to 64 n + bias (+ ReLU), by rows, bf16 or float32
      output (an upsampling conv).
+   - srkit_bf16_subpixel_tail (AMX only): the x2 tail, the last upsampling conv + ReLU + the sub-pixel exit
+     conv + pixel shuffle, the 256-channel map in a ring of three bf16 rows.
 
    Weights are packed on the Python side as [input pairs][outputs][2] bf16 (one zmm: 16 outputs x 2 inputs).
    A dense 3x3 conv runs as 1-D Winograd F(4,3) when the caller passes transformed weights (input transform in
@@ -28,7 +30,7 @@
 #include <string.h>
 
 #define MAX3 4
-#define ABI 1         /* bump with any change of the exported functions (cpu_bf16.py: _ABI) */
+#define ABI 2         /* bump with any change of the exported functions (cpu_bf16.py: _ABI) */
 #define MAXTHREADS 64
 
 typedef uint16_t bf16;
@@ -164,27 +166,28 @@ typedef struct { uint8_t palette, start_row, reserved[14]; uint16_t colsb[16]; u
 enum { CFG_NONE, CFG_D64, CFG_G16 };
 
 /* tiles 0-3: float32 accumulators 16 x 16; dense: 4-5 A (16 pixels x 32 channels), 6-7 B (16 pairs x 16
-   outputs); grouped: 4-5 A (16 pixels x 16 channels), 6 B (8 pairs x 16 outputs) */
+   outputs); grouped: 4-5 A (16 pixels x 16 channels), 6-7 B (8 pairs x 16 outputs) */
 static void tile_config(int kind) {
     tilecfg_t c;
     memset(&c, 0, sizeof(c));
     c.palette = 1;
     for (int t = 0; t < 8; t++) { c.rows[t] = 16; c.colsb[t] = 64; }
-    if (kind == CFG_G16) { c.colsb[4] = c.colsb[5] = 32; c.rows[6] = 8; c.rows[7] = 0; c.colsb[7] = 0; }
+    if (kind == CFG_G16) { c.colsb[4] = c.colsb[5] = 32; c.rows[6] = c.rows[7] = 8; }
     _tile_loadconfig(&c);
 }
 
-/* out[(x0 + p) * 64 + o], p < 32: a KSxKS conv of padded bf16 rows of 64 channels, w [taps][32][64][2] */
-static void amx_d64(const bf16 *const *rows, int KS, const bf16 *w, float *out, int x0) {
+/* out[(x0 + p) * 64 + o], p < 32: a KSxKS conv of padded bf16 rows of K channels (64: CFG_D64, 16: CFG_G16)
+   to 64 outputs, w [taps][K / 2][64][2] */
+static void amx_conv(const bf16 *const *rows, int KS, int K, const bf16 *w, float *out, int x0) {
     for (int j0 = 0; j0 < 64; j0 += 32) {
         _tile_zero(0); _tile_zero(1); _tile_zero(2); _tile_zero(3);
         for (int ky = 0; ky < KS; ky++)
             for (int kx = 0; kx < KS; kx++)
-                for (int kc = 0; kc < 64; kc += 32) {
-                    const bf16 *a = rows[ky] + (long)(x0 + kx) * 64 + kc;
-                    const bf16 *b = w + ((long)(ky * KS + kx) * 32 + kc / 2) * 128 + j0 * 2;
-                    _tile_loadd(4, a, 128);
-                    _tile_loadd(5, a + 16 * 64, 128);
+                for (int kc = 0; kc < K; kc += 32) {
+                    const bf16 *a = rows[ky] + (long)(x0 + kx) * K + kc;
+                    const bf16 *b = w + ((long)(ky * KS + kx) * (K / 2) + kc / 2) * 128 + j0 * 2;
+                    _tile_loadd(4, a, 2 * K);
+                    _tile_loadd(5, a + 16 * K, 2 * K);
                     _tile_loadd(6, b, 256);
                     _tile_loadd(7, b + 32, 256);
                     _tile_dpbf16ps(0, 4, 6);
@@ -198,6 +201,35 @@ static void amx_d64(const bf16 *const *rows, int KS, const bf16 *w, float *out, 
         _tile_stored(2, o + 16 * 64, 256);
         _tile_stored(3, o + 16 * 64 + 16, 256);
     }
+}
+static void amx_d64(const bf16 *const *rows, int KS, const bf16 *w, float *out, int x0) { amx_conv(rows, KS, 64, w, out, x0); }
+
+/* out[(x0 + p) * 16 + o], p < 64: the x2 tail's exit conv (CFG_D64) over padded rows of the 256-channel map
+   (phase-major), skipping the (tap, phase) blocks whose weights are zero; w [36][32][16][2] */
+static void amx_exit(const bf16 *const *rows, const bf16 *w, const unsigned char *mask, float *out, int x0) {
+    _tile_zero(0); _tile_zero(1); _tile_zero(2); _tile_zero(3);
+    for (int ky = 0; ky < 3; ky++)
+        for (int kx = 0; kx < 3; kx++)
+            for (int q = 0; q < 4; q++) {
+                const int tq = (ky * 3 + kx) * 4 + q;
+                if (!mask[tq]) continue;
+                for (int kc = 0; kc < 64; kc += 32) {
+                    const bf16 *a = rows[ky] + (long)(x0 + kx) * 256 + q * 64 + kc;
+                    _tile_loadd(6, w + ((long)tq * 32 + kc / 2) * 32, 64);
+                    _tile_loadd(4, a, 512);
+                    _tile_loadd(5, a + 16 * 256, 512);
+                    _tile_dpbf16ps(0, 4, 6);
+                    _tile_dpbf16ps(1, 5, 6);
+                    _tile_loadd(4, a + 32 * 256, 512);
+                    _tile_loadd(5, a + 48 * 256, 512);
+                    _tile_dpbf16ps(2, 4, 6);
+                    _tile_dpbf16ps(3, 5, 6);
+                }
+            }
+    _tile_stored(0, out + (long)x0 * 16, 64);
+    _tile_stored(1, out + (long)(x0 + 16) * 16, 64);
+    _tile_stored(2, out + (long)(x0 + 32) * 16, 64);
+    _tile_stored(3, out + (long)(x0 + 48) * 16, 64);
 }
 
 /* out[(x0 + p) * 16 + o], p < 64: a grouped 3x3 conv, one group of 16 channels in and out, w [9][8][16][2] */
@@ -237,6 +269,12 @@ static void amx_d64(const bf16 *const *rows, int KS, const bf16 *w, float *out, 
 }
 static void amx_g16(const bf16 *const *rows, const bf16 *w, float *out, int x0) {
     (void)rows; (void)w; (void)out; (void)x0;
+}
+static void amx_conv(const bf16 *const *rows, int KS, int K, const bf16 *w, float *out, int x0) {
+    (void)rows; (void)KS; (void)K; (void)w; (void)out; (void)x0;
+}
+static void amx_exit(const bf16 *const *rows, const bf16 *w, const unsigned char *mask, float *out, int x0) {
+    (void)rows; (void)w; (void)mask; (void)out; (void)x0;
 }
 static inline void _tile_release(void) {}
 #endif
@@ -637,4 +675,93 @@ int srkit_bf16_conv3x3(const bf16 *x, long xs, int H, int W, int nchunks, const 
                            .b = b, .y = y, .yf = yf, .ys = ys,
                            .h0 = (int)((long)H * t / n), .h1 = (int)((long)H * (t + 1) / n)};
     return parallel(run_conv, jobs, sizeof(conv_t), n);
+}
+
+/* ---- The x2 tail (AMX only): y = pixel_shuffle(exit'(relu(up(x))), 2), streamed as _cpu_kernels.c's
+   srkit_subpixel_tail: up (3x3, 64 -> 256, groups 1 or 4) into a ring of three bf16 rows of the 256-channel
+   map, phase-major ((i * 2 + j) * 64 + c), and the sub-pixel exit conv (256 -> 12) from it, skipping the
+   (tap, phase) blocks whose weights are all zero; the float32 image written with any strides. ---- */
+typedef struct {
+    const bf16 *x; long xs;
+    int H, W, G;
+    const bf16 *wa; const float *ba;  /* up: [4 chunks][3][3][K/2][64][2], bias [256] phase-major */
+    const bf16 *we; const float *be;  /* exit': [36][32][16][2], bias [16] (12 used) */
+    const unsigned char *mask;        /* [36] */
+    float *y; long sy, sx, sc;
+    int h0, h1;
+} tail_t;
+
+static void *run_tail(void *arg) {
+    tail_t *j = (tail_t *)arg;
+    const int W = j->W, G = j->G, K = 64 / G, Wp = (W + 63) / 64 * 64;
+    const long xlen = (long)(Wp + 8) * K, elen = (long)(Wp + 8) * 256;
+    bf16 *xr = alloc_zeroed(sizeof(bf16) * 3 * G * xlen), *er = alloc_zeroed(sizeof(bf16) * 3 * elen);
+    float *out = alloc_zeroed(sizeof(float) * (size_t)Wp * 64);
+    if (!xr || !er || !out) {
+        free(xr); free(er); free(out);
+        return FAILED;
+    }
+    int xhave[3] = {INT32_MIN, INT32_MIN, INT32_MIN}, ehave[3] = {INT32_MIN, INT32_MIN, INT32_MIN};
+    const __m512 zero = _mm512_setzero_ps();
+    for (int h = j->h0; h < j->h1; h++) {
+        for (int r = h - 1; r <= h + 1; r++) {   /* ring E holds relu(up(x)) rows h-1..h+1 */
+            const int es = slot_of(r);
+            if (ehave[es] == r) continue;
+            ehave[es] = r;
+            bf16 *erow = er + es * elen;
+            if (r < 0 || r >= j->H) { memset(erow, 0, sizeof(bf16) * elen); continue; }
+            for (int rr = r - 1; rr <= r + 1; rr++) {
+                const int s = slot_of(rr);
+                if (xhave[s] == rr) continue;
+                xhave[s] = rr;
+                if (rr < 0 || rr >= j->H)
+                    for (int g = 0; g < G; g++) memset(xr + (g * 3 + s) * xlen, 0, sizeof(bf16) * xlen);
+                else
+                    load_row(j->x, j->xs, W, G, K, rr, xr + s * xlen, 3 * xlen);
+            }
+            tile_config(G == 4 ? CFG_G16 : CFG_D64);
+            for (int q = 0; q < 4; q++) {         /* chunk q: 64 outputs from group q (G = 4) or all inputs */
+                const int g = G == 4 ? q : 0;
+                const bf16 *rows[3];
+                for (int ky = 0; ky < 3; ky++) rows[ky] = xr + (g * 3 + slot_of(r + ky - 1)) * xlen;
+                for (int x0 = 0; x0 < Wp; x0 += 32) amx_conv(rows, 3, K, j->wa + (long)q * 9 * K * 64, out, x0);
+                for (int m = 0; m < 4; m++) {      /* vector m of chunk q -> its phase-major place */
+                    const int off = G == 4 ? m * 64 + q * 16 : q * 64 + m * 16;
+                    const __m512 b = _mm512_loadu_ps(j->ba + off);
+                    for (int w = 0; w < W; w++)
+                        st16(erow + (long)(w + 1) * 256 + off,
+                             _mm512_max_ps(_mm512_add_ps(_mm512_load_ps(out + (long)w * 64 + m * 16), b), zero));
+                }
+            }
+        }
+        const bf16 *rows[3] = {er + slot_of(h - 1) * elen, er + slot_of(h) * elen, er + slot_of(h + 1) * elen};
+        tile_config(CFG_D64);
+        for (int x0 = 0; x0 < Wp; x0 += 64) amx_exit(rows, j->we, j->mask, out, x0);
+        for (int w = 0; w < W; w++)
+            for (int o = 0; o < 3; o++)
+                for (int a = 0; a < 2; a++)
+                    for (int b = 0; b < 2; b++) {
+                        const int k = o * 4 + a * 2 + b;
+                        j->y[(long)(2 * h + a) * j->sy + (long)(2 * w + b) * j->sx + o * j->sc] =
+                            out[(long)w * 16 + k] + j->be[k];
+                    }
+    }
+    _tile_release();
+    free(xr); free(er); free(out);
+    return NULL;
+}
+
+int srkit_bf16_subpixel_tail(const bf16 *x, long xs, int H, int W, int G, const bf16 *wa, const float *ba,
+                             const bf16 *we, const float *be, const unsigned char *mask, float *y, long sy, long sx,
+                             long sc, int nthreads) {
+    if (!AMX_ON || (G != 1 && G != 4) || H < 1 || W < 1 || !x || !y || !wa || !ba || !we || !be || !mask ||
+        xs < 64 || sc != 1 || sx < 3 || sy < 2L * W * sx)
+        return -1;
+    const int n = clamp_threads(nthreads, H);
+    tail_t jobs[MAXTHREADS];
+    for (int t = 0; t < n; t++)
+        jobs[t] = (tail_t){.x = x, .xs = xs, .H = H, .W = W, .G = G, .wa = wa, .ba = ba, .we = we, .be = be,
+                           .mask = mask, .y = y, .sy = sy, .sx = sx, .sc = sc,
+                           .h0 = (int)((long)H * t / n), .h1 = (int)((long)H * (t + 1) / n)};
+    return parallel(run_tail, jobs, sizeof(tail_t), n);
 }
