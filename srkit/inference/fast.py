@@ -37,8 +37,8 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-from srkit.core.layers import (BicubicResize, CascadeRunner, FastPath, Fusion, GlobalAvgPool, MeanShift,
-                                plain_cascade)
+from srkit.core.layers import (POOL_STATS, BicubicResize, CascadeRunner, FastPath, Fusion, GlobalAvgPool,
+                                MeanShift, plain_cascade)
 # the per-backend modules live in the folder of this name (fast/cpu_bf16.py): a module with a __path__ imports
 # submodules from it
 __path__ = [str(Path(__file__).with_suffix(""))]
@@ -358,8 +358,20 @@ class SEScaledResidual(nn.Module):
         self.res_scale = float(block.res_scale.scale.detach().reshape(()))
         self.x_scale = float(block.x_scale.scale.detach().reshape(()))
 
+    def _bf16_into(self, x: torch.Tensor, out: torch.Tensor) -> bool:
+        """The bf16 kernels' form (srkit.inference.fast.cpu_bf16): the pool's plain mean (no tiled forward's
+        statistics in effect) and the scaled add as single passes; False (nothing written) where they cannot run."""
+        if x.dtype != torch.bfloat16 or not cpu_bf16.available():
+            return False
+        b = self.body(x)
+        mean = cpu_bf16.channel_mean(b) if POOL_STATS.get() is None else None
+        factor = self.gate(mean.to(b.dtype) if mean is not None else self.pool(b)) * self.res_scale
+        return cpu_bf16.scale_add(b, factor, x, self.x_scale, out)
+
     def write_into(self, x: torch.Tensor, out: torch.Tensor) -> bool:
         """``out.copy_(self(x))`` without the intermediate tensors; ``out`` must not overlap ``x``."""
+        if self._bf16_into(x, out):
+            return True
         b = self.body(x)
         factor = self.gate(self.pool(b)) * self.res_scale
         if self.x_scale == 1.0:
@@ -585,9 +597,12 @@ class WideBody(nn.Module):
     def __init__(self, streamed: StreamedWideBody, plain: nn.Sequential) -> None:
         super().__init__()
         self.streamed, self.plain = streamed, plain
+        self.streamed_bf16 = cpu_bf16.WideBodyBF16(streamed) if cpu_bf16.serves(streamed.w1) else None
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        y = self.streamed(x)
+        y = self.streamed_bf16(x) if self.streamed_bf16 is not None and x.dtype == torch.bfloat16 else None
+        if y is None:
+            y = self.streamed(x)
         return y if y is not None else self.plain(x)
 
 

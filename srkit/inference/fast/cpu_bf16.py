@@ -8,7 +8,10 @@ The bf16 twins of the float32 streamed kernels (srkit.inference.cpu_kernels) for
 - ``fuse1x1``: a cascade's 1x1 fusion over the bf16 buffer's 64-channel blocks, bias and ReLU in the store;
 - ``ConvBF16``: a dense 3x3 conv from 64 channels to 64 n (+ ReLU), by rows (an upsampling conv);
 - ``TailBF16`` (AMX only): the x2 tail, the last upsampling conv + ReLU + the sub-pixel exit conv + pixel
-  shuffle, without the 256-channel map; its output is the float32 image.
+  shuffle, without the 256-channel map; its output is the float32 image;
+- ``WideBodyBF16`` (AMX only): a wide-activation body (1x1 to 64 n, ReLU, 1x1 to at most 64, 3x3 to 64), by rows;
+- ``channel_mean``, ``scale_add``: an SE-scaled residual's passes over a bf16 map (torch's bf16 reductions and
+  pointwise ops measured 2-4x slower than its float32 ones here).
 
 Products are vdpbf16ps (bf16 pairs, float32 accumulation); bias, ReLU and the residual add are float32 before
 the one rounding to bf16. Each returns False / None where it cannot serve (no build, no AVX512-BF16, turned
@@ -34,7 +37,7 @@ import torch.nn as nn
 from srkit.inference.cpu_kernels import _overlap, _pixel_stride, winograd_weights
 from srkit.inference.precision import _cpu_flags
 
-_ABI = 2  # cpu_bf16_avx512bf16.c's ABI must match
+_ABI = 3  # cpu_bf16_avx512bf16.c's ABI must match
 _VARIANT = 3
 _STEM = "_cpu_bf16"
 _LIB: ctypes.CDLL | None | bool = None  # None: not looked for yet; False: not usable here
@@ -58,7 +61,10 @@ def _load(path: Path) -> ctypes.CDLL:
     for name, args in (("srkit_bf16_resblock", [p, long, p, long, i, i, i, i, pp, pp, pp, p, p, i]),
                        ("srkit_bf16_fuse1x1", [p, long, p, long, i, long, p, p, p, long, i]),
                        ("srkit_bf16_conv3x3", [p, long, i, i, i, p, p, p, i, p, p, long, i]),
-                       ("srkit_bf16_subpixel_tail", [p, long, i, i, i, p, p, p, p, p, p, long, long, long, i])):
+                       ("srkit_bf16_subpixel_tail", [p, long, i, i, i, p, p, p, p, p, p, long, long, long, i]),
+                       ("srkit_bf16_wide_body", [p, long, p, long, i, i, i, p, p, p, p, p, p, i]),
+                       ("srkit_bf16_channel_sums", [p, long, long, p, i]),
+                       ("srkit_bf16_scale_add", [p, long, p, p, long, ctypes.c_float, p, long, long, i])):
         getattr(lib, name).argtypes = args
         getattr(lib, name).restype = i
     lib.srkit_bf16_amx.argtypes, lib.srkit_bf16_amx.restype = [i], i
@@ -340,3 +346,70 @@ class TailBF16(nn.Module):
                 return None  # no AMX here (or a shape it does not serve): nothing written
             _check(rc, "srkit_bf16_subpixel_tail")
         return y
+
+
+class WideBodyBF16(nn.Module):
+    """The bf16 form of ``srkit.inference.cpu_kernels.StreamedWideBody`` (its weights, repacked): a bf16 map to a
+    bf16 map (into a caller's NHWC destination, or a new tensor). AMX only: elsewhere it declines (None)."""
+
+    def __init__(self, body: nn.Module) -> None:
+        super().__init__()
+        self.c1 = body.c1
+        self.register_buffer("w1", pairs(body.w1.float().reshape(body.c1, 64, 64)))
+        self.register_buffer("b1", float_bits(body.b1))
+        self.register_buffer("w2", pairs(body.w2.float().reshape(64 * body.c1, 64)))
+        self.register_buffer("b2", float_bits(body.b2))
+        self.register_buffer("w3", pairs(body.w3.float().reshape(9, 64, 64)))
+        self.register_buffer("b3", float_bits(body.b3))
+
+    def forward(self, x: torch.Tensor, out: torch.Tensor | None = None) -> torch.Tensor | None:
+        lib = _runnable(x)
+        xs = _pixel_stride(x)
+        if lib is None or xs is None or x.shape[1] != 64:
+            return None
+        if out is None:
+            out = torch.empty_like(x, memory_format=torch.channels_last)
+        ys = _pixel_stride(out)
+        if ys is None or out.shape != x.shape or out.dtype != torch.bfloat16 or _overlap(x, out):
+            return None
+        n, _, h, w = x.shape
+        for i in range(n):
+            rc = lib.srkit_bf16_wide_body(x[i].data_ptr(), xs, out[i].data_ptr(), ys, h, w, self.c1,
+                                          self.w1.data_ptr(), self.b1.data_ptr(), self.w2.data_ptr(),
+                                          self.b2.data_ptr(), self.w3.data_ptr(), self.b3.data_ptr(),
+                                          torch.get_num_threads())
+            if rc == -1 and i == 0:
+                return None  # no AMX here: nothing written
+            _check(rc, "srkit_bf16_wide_body")
+        return out
+
+
+def channel_mean(b: torch.Tensor) -> torch.Tensor | None:
+    """``b.mean((2, 3), keepdim=True)`` of a bf16 NHWC [N, 64, H, W] map, accumulated in float32 (float32 out),
+    or None when the kernel cannot run here."""
+    lib = _runnable(b)
+    bs = _pixel_stride(b)
+    if lib is None or bs is None or b.shape[1] != 64:
+        return None
+    n, _, h, w = b.shape
+    sums = torch.empty(n, 64, dtype=torch.float32)
+    for i in range(n):
+        _check(lib.srkit_bf16_channel_sums(b[i].data_ptr(), bs, h * w, sums[i].data_ptr(), torch.get_num_threads()),
+               "srkit_bf16_channel_sums")
+    return (sums / (h * w)).view(n, 64, 1, 1)
+
+
+def scale_add(b: torch.Tensor, factor: torch.Tensor, x: torch.Tensor, x_scale: float, out: torch.Tensor) -> bool:
+    """``out = b * factor + x * x_scale`` for bf16 NHWC [N, 64, H, W] maps and ``factor`` [N, 64, 1, 1] (any float
+    dtype), computed in float32; False (nothing written) when the kernel cannot run here."""
+    lib = _runnable(b, x, out)
+    bs, xs, os_ = _pixel_stride(b), _pixel_stride(x), _pixel_stride(out)
+    if lib is None or None in (bs, xs, os_) or not b.shape == x.shape == out.shape or b.shape[1] != 64 \
+            or factor.numel() != b.shape[0] * 64 or _overlap(x, out) or _overlap(b, out):
+        return False
+    n, _, h, w = b.shape
+    f = factor.detach().float().reshape(n, 64).contiguous()
+    for i in range(n):
+        _check(lib.srkit_bf16_scale_add(b[i].data_ptr(), bs, f[i].data_ptr(), x[i].data_ptr(), xs, x_scale,
+                                        out[i].data_ptr(), os_, h * w, torch.get_num_threads()), "srkit_bf16_scale_add")
+    return True

@@ -30,7 +30,7 @@
 #include <string.h>
 
 #define MAX3 4
-#define ABI 2         /* bump with any change of the exported functions (cpu_bf16.py: _ABI) */
+#define ABI 3         /* bump with any change of the exported functions (cpu_bf16.py: _ABI) */
 #define MAXTHREADS 64
 
 typedef uint16_t bf16;
@@ -764,4 +764,141 @@ int srkit_bf16_subpixel_tail(const bf16 *x, long xs, int H, int W, int G, const 
                            .mask = mask, .y = y, .sy = sy, .sx = sx, .sc = sc,
                            .h0 = (int)((long)H * t / n), .h1 = (int)((long)H * (t + 1) / n)};
     return parallel(run_tail, jobs, sizeof(tail_t), n);
+}
+
+/* ---- A wide-activation body (AMX only): y = conv3x3(W3)(conv1x1(W2)(relu(conv1x1(W1)(x)))), 64 channels in and
+   out, 64 c1 in the middle, the second 1x1's outputs zero-padded to 64, streamed by rows as _cpu_kernels.c's
+   srkit_wide_body: the wide map lives per block of 32 pixels, the 64-padded map in a ring of three rows. ---- */
+typedef struct {
+    const bf16 *x; long xs; bf16 *y; long ys;
+    int H, W, c1;
+    const bf16 *w1; const float *b1;  /* [c1][32][64][2], [64 c1] */
+    const bf16 *w2; const float *b2;  /* [32 c1][64][2], [64] */
+    const bf16 *w3; const float *b3;  /* [3][3][32][64][2], [64] */
+    int h0, h1;
+} body_t;
+
+/* row r of relu(x W1 + b1) W2 + b2 into dst + (w + 1) * 64 for w < W (the rest of dst stays zero) */
+static void body_row(const body_t *j, int r, bf16 *xrow, bf16 *t1, float *tmp, bf16 *dst) {
+    const int W = j->W, Wp = (W + 31) / 32 * 32, C1 = 64 * j->c1;
+    const __m512 zero = _mm512_setzero_ps();
+    load_row(j->x, j->xs, W, 1, 64, r, xrow - 64, 0);  /* xrow[w] = x[r][w]; xrow's pixels past W stay zero */
+    for (int x0 = 0; x0 < Wp; x0 += 32) {
+        const bf16 *src[1] = {xrow + (long)x0 * 64};
+        for (int c = 0; c < j->c1; c++) {
+            amx_conv(src, 1, 64, j->w1 + (long)c * 32 * 128, tmp, 0);
+            for (int p = 0; p < 32; p++)
+                for (int m = 0; m < 64; m += 16)
+                    st16(t1 + (long)p * C1 + c * 64 + m, _mm512_max_ps(_mm512_add_ps(_mm512_load_ps(tmp + p * 64 + m),
+                                                                                      _mm512_loadu_ps(j->b1 + c * 64 + m)), zero));
+        }
+        const bf16 *mid[1] = {t1};
+        amx_conv(mid, 1, C1, j->w2, tmp, 0);
+        for (int p = 0; p < 32 && x0 + p < W; p++)
+            for (int m = 0; m < 64; m += 16)
+                st16(dst + (long)(x0 + p + 1) * 64 + m, _mm512_add_ps(_mm512_load_ps(tmp + p * 64 + m), _mm512_loadu_ps(j->b2 + m)));
+    }
+}
+
+static void *run_body(void *arg) {
+    body_t *j = (body_t *)arg;
+    const int W = j->W, Wp = (W + 31) / 32 * 32;
+    const long rowlen = (long)(Wp + 8) * 64;
+    bf16 *ring = alloc_zeroed(sizeof(bf16) * 3 * rowlen), *xrow = alloc_zeroed(sizeof(bf16) * (size_t)(Wp + 1) * 64);
+    bf16 *t1 = alloc_zeroed(sizeof(bf16) * 32 * 64 * (size_t)j->c1);
+    float *tmp = alloc_zeroed(sizeof(float) * 32 * 64), *out = alloc_zeroed(sizeof(float) * (size_t)Wp * 64);
+    if (!ring || !xrow || !t1 || !tmp || !out) {
+        free(ring); free(xrow); free(t1); free(tmp); free(out);
+        return FAILED;
+    }
+    tile_config(CFG_D64);
+    int have[3] = {INT32_MIN, INT32_MIN, INT32_MIN};
+    for (int h = j->h0; h < j->h1; h++) {
+        for (int r = h - 1; r <= h + 1; r++) {
+            const int slot = slot_of(r);
+            if (have[slot] == r) continue;
+            have[slot] = r;
+            if (r < 0 || r >= j->H) memset(ring + slot * rowlen, 0, sizeof(bf16) * rowlen);
+            else body_row(j, r, xrow + 64, t1, tmp, ring + slot * rowlen);
+        }
+        const bf16 *rows[3] = {ring + slot_of(h - 1) * rowlen, ring + slot_of(h) * rowlen, ring + slot_of(h + 1) * rowlen};
+        for (int x0 = 0; x0 < Wp; x0 += 32) amx_d64(rows, 3, j->w3, out, x0);
+        for (int w = 0; w < W; w++)
+            for (int m = 0; m < 64; m += 16)
+                st16(j->y + ((long)h * W + w) * j->ys + m,
+                     _mm512_add_ps(_mm512_load_ps(out + (long)w * 64 + m), _mm512_loadu_ps(j->b3 + m)));
+    }
+    _tile_release();
+    free(ring); free(xrow); free(t1); free(tmp); free(out);
+    return NULL;
+}
+
+int srkit_bf16_wide_body(const bf16 *x, long xs, bf16 *y, long ys, int H, int W, int c1, const bf16 *w1,
+                         const float *b1, const bf16 *w2, const float *b2, const bf16 *w3, const float *b3,
+                         int nthreads) {
+    if (!AMX_ON || H < 1 || W < 1 || c1 < 1 || c1 > 64 || !x || !y || !w1 || !b1 || !w2 || !b2 || !w3 || !b3 ||
+        xs < 64 || ys < 64)
+        return -1;
+    const int n = clamp_threads(nthreads, H);
+    body_t jobs[MAXTHREADS];
+    for (int t = 0; t < n; t++)
+        jobs[t] = (body_t){.x = x, .xs = xs, .y = y, .ys = ys, .H = H, .W = W, .c1 = c1, .w1 = w1, .b1 = b1,
+                           .w2 = w2, .b2 = b2, .w3 = w3, .b3 = b3,
+                           .h0 = (int)((long)H * t / n), .h1 = (int)((long)H * (t + 1) / n)};
+    return parallel(run_body, jobs, sizeof(body_t), n);
+}
+
+/* ---- An SE-scaled residual's passes over a bf16 map (torch's bf16 reductions and pointwise ops measured 2-4x
+   slower than float32 ones here): channel sums, and out = b * f + x * s. ---- */
+typedef struct {
+    const bf16 *b; long bs; const bf16 *x; long xs; bf16 *o; long os;
+    const float *f; float s; long p0, p1;
+    float sums[64] __attribute__((aligned(64)));
+} pw_t;
+
+static void *run_sums(void *arg) {
+    pw_t *j = (pw_t *)arg;
+    __m512 acc[4] = {_mm512_setzero_ps(), _mm512_setzero_ps(), _mm512_setzero_ps(), _mm512_setzero_ps()};
+    for (long p = j->p0; p < j->p1; p++)
+        for (int m = 0; m < 4; m++) acc[m] = _mm512_add_ps(acc[m], ld16(j->b + p * j->bs + m * 16));
+    for (int m = 0; m < 4; m++) _mm512_store_ps(j->sums + m * 16, acc[m]);
+    return NULL;
+}
+
+/* sums[c] = sum over npix pixels of b[p * bs + c], c < 64, accumulated in float32 (per thread, then added) */
+int srkit_bf16_channel_sums(const bf16 *b, long bs, long npix, float *sums, int nthreads) {
+    if (!b || !sums || npix < 1 || bs < 64) return -1;
+    const int n = clamp_threads(nthreads, npix);
+    pw_t jobs[MAXTHREADS];
+    for (int t = 0; t < n; t++)
+        jobs[t] = (pw_t){.b = b, .bs = bs, .p0 = npix * t / n, .p1 = npix * (t + 1) / n};
+    parallel(run_sums, jobs, sizeof(pw_t), n);
+    for (int c = 0; c < 64; c++) {
+        float s = 0;
+        for (int t = 0; t < n; t++) s += jobs[t].sums[c];
+        sums[c] = s;
+    }
+    return 0;
+}
+
+static void *run_scale_add(void *arg) {
+    pw_t *j = (pw_t *)arg;
+    const __m512 s = _mm512_set1_ps(j->s);
+    for (long p = j->p0; p < j->p1; p++)
+        for (int m = 0; m < 64; m += 16)
+            st16(j->o + p * j->os + m, _mm512_fmadd_ps(ld16(j->b + p * j->bs + m), _mm512_loadu_ps(j->f + m),
+                                                       _mm512_mul_ps(ld16(j->x + p * j->xs + m), s)));
+    return NULL;
+}
+
+/* o = b * f + x * s over npix pixels of 64 channels (f per channel, float32), each map with its pixel stride */
+int srkit_bf16_scale_add(const bf16 *b, long bs, const float *f, const bf16 *x, long xs, float s, bf16 *o, long os,
+                         long npix, int nthreads) {
+    if (!b || !f || !x || !o || npix < 1 || bs < 64 || xs < 64 || os < 64) return -1;
+    const int n = clamp_threads(nthreads, npix / 1024 + 1);
+    pw_t jobs[MAXTHREADS];
+    for (int t = 0; t < n; t++)
+        jobs[t] = (pw_t){.b = b, .bs = bs, .x = x, .xs = xs, .o = o, .os = os, .f = f, .s = s,
+                         .p0 = npix * t / n, .p1 = npix * (t + 1) / n};
+    return parallel(run_scale_add, jobs, sizeof(pw_t), n);
 }
