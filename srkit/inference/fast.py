@@ -90,6 +90,9 @@ class FusedConv(nn.Module):
         self.streamed = StreamedConv3x3.from_conv(self, relu) if cpu_kernels.serves(w) else None
         # its bf16 form (srkit.inference.fast.cpu_bf16, CPUs with AVX512-BF16 / AMX-BF16), for a bf16 model
         self.streamed_bf16 = cpu_bf16.ConvBF16.from_conv(self, relu) if cpu_bf16.serves(w) else None
+        # its output in float32 when a float32 kernel reads it next (a bf16 model's x3 shuffle exit, shuffle +
+        # resize): written once in float32 rather than in bf16 and then copied to float32 (_float_for)
+        self.bf16_float_out = False
 
     def _onednn(self, x: torch.Tensor, binary: bool) -> bool:
         # float32, and bf16 on a CPU with native bf16 units: oneDNN's bf16 kernels refuse other CPUs (F.conv2d
@@ -143,7 +146,7 @@ class FusedConv(nn.Module):
             if y is not None:
                 return y
         if residual is None and self.streamed_bf16 is not None and x.dtype == torch.bfloat16:
-            y = self.streamed_bf16(x)
+            y = self.streamed_bf16(x, float_out=self.bf16_float_out)
             if y is not None:
                 return y
         if self._onednn(x, residual is not None):
@@ -531,6 +534,8 @@ def _shuffle_into_resize(fast: nn.Module, name: str, upsampler: nn.Module) -> No
     del seq[len(seq) - 1]
     streamed = StreamedShuffleResize(shuffle.r, shuffle.groups) \
         if isinstance(conv, FusedConv) and cpu_kernels.serves(conv.weight) else None
+    if streamed is not None:
+        conv.bf16_float_out = True
     setattr(fast, name, ShuffleResize(shuffle, getattr(fast, name), streamed))
 
 
@@ -587,6 +592,8 @@ def _fuse_sequence(mods: list[nn.Module], nhwc: bool = True) -> list[nn.Module]:
     for k in range(len(out) - 1):  # a shuffle the x2 tail does not cover, then the exit conv: one module
         if isinstance(out[k], _ShuffleNHWC) and isinstance(out[k + 1], FusedConv) and not out[k + 1].relu:
             out[k:k + 2] = [ShuffleExit(out[k], out[k + 1]), None]
+            if k > 0 and isinstance(out[k - 1], FusedConv) and out[k].streamed is not None:
+                out[k - 1].bf16_float_out = True
     return [m for m in out if m is not None]
 
 

@@ -6,7 +6,8 @@ The bf16 twins of the float32 streamed kernels (srkit.inference.cpu_kernels) for
   grouped 3x3, ReLU, 1x1), ``relu(body(x) + x)`` from a bf16 NHWC map into any bf16 NHWC destination (a slice
   of the cascade buffer), its intermediates never stored;
 - ``fuse1x1``: a cascade's 1x1 fusion over the bf16 buffer's 64-channel blocks, bias and ReLU in the store;
-- ``ConvBF16``: a dense 3x3 conv from 64 channels to 64 n (+ ReLU), by rows (an upsampling conv);
+- ``ConvBF16``: a 3x3 conv from 64 channels (+ ReLU), by rows: dense to 64 n outputs, or (AMX only) in 4 groups
+  of 16 channels to 16 m outputs each (an upsampling conv);
 - ``TailBF16`` (AMX only): the x2 tail, the last upsampling conv + ReLU + the sub-pixel exit conv + pixel
   shuffle, without the 256-channel map; its output is the float32 image;
 - ``WideBodyBF16`` (AMX only): a wide-activation body (1x1 to 64 n, ReLU, 1x1 to at most 64, 3x3 to 64), by rows;
@@ -37,7 +38,7 @@ import torch.nn as nn
 from srkit.inference.cpu_kernels import _overlap, _pixel_stride, winograd_weights
 from srkit.inference.precision import _cpu_flags
 
-_ABI = 3  # cpu_bf16_avx512bf16.c's ABI must match
+_ABI = 4  # cpu_bf16_avx512bf16.c's ABI must match
 _VARIANT = 3
 _STEM = "_cpu_bf16"
 _LIB: ctypes.CDLL | None | bool = None  # None: not looked for yet; False: not usable here
@@ -64,6 +65,7 @@ def _load(path: Path) -> ctypes.CDLL:
                        ("srkit_bf16_subpixel_tail", [p, long, i, i, i, p, p, p, p, p, p, long, long, long, i]),
                        ("srkit_bf16_wide_body", [p, long, p, long, i, i, i, p, p, p, p, p, p, i]),
                        ("srkit_bf16_channel_sums", [p, long, long, p, i]),
+                       ("srkit_bf16_gconv3x3", [p, long, i, i, i, p, p, i, p, p, long, i]),
                        ("srkit_bf16_scale_add", [p, long, p, p, long, ctypes.c_float, p, long, long, i])):
         getattr(lib, name).argtypes = args
         getattr(lib, name).restype = i
@@ -272,24 +274,40 @@ class ConvBF16(nn.Module):
     """A dense 3x3 conv (padding 1) from 64 bf16 channels to 64 n (+ bias, optional ReLU), streamed by rows;
     its output bf16 or, with ``float_out``, float32 (channels_last)."""
 
-    def __init__(self, weight: torch.Tensor, bias: torch.Tensor, relu: bool, winograd: bool | None = None) -> None:
+    def __init__(self, weight: torch.Tensor, bias: torch.Tensor, relu: bool, winograd: bool | None = None,
+                 groups: int = 1) -> None:
         super().__init__()
-        self.out_channels, self.relu = weight.shape[0], relu
-        self.winograd = WINOGRAD if winograd is None else winograd
-        chunks = weight.detach().float().split(64)
-        self.register_buffer("w", torch.cat([pack3x3(c, 1) for c in chunks]))
-        self.register_buffer("u", torch.cat([pack_winograd(c) for c in chunks]))
+        self.out_channels, self.relu, self.groups = weight.shape[0], relu, groups
+        self.winograd = (WINOGRAD if winograd is None else winograd) and groups == 1
+        w = weight.detach().float()
+        if groups == 1:
+            chunks = w.split(64)
+            self.register_buffer("w", torch.cat([pack3x3(c, 1) for c in chunks]))
+            self.register_buffer("u", torch.cat([pack_winograd(c) for c in chunks]))
+        else:  # [group][64-output chunks, then 16-output chunks], each [ky][kx][8 pairs][outputs][2]
+            per, parts = w.shape[0] // 4, []
+            for g in range(4):
+                wg = w[g * per:(g + 1) * per]
+                parts += [pack3x3(c, 1) for c in [*wg[:per // 64 * 64].split(64), *wg[per // 64 * 64:].split(16)]
+                          if c.shape[0]]
+            self.register_buffer("w", torch.cat(parts))
+            self.register_buffer("u", None)
         self.register_buffer("b", float_bits(bias))
 
     @classmethod
     def from_conv(cls, conv: nn.Module, relu: bool) -> "ConvBF16 | None":
         """For a 3x3 conv (nn.Conv2d or srkit.inference.fast.FusedConv) 64 -> 64 n, stride 1, padding 1, bias."""
         w = conv.weight
-        if w.dim() != 4 or tuple(w.shape[1:]) != (64, 3, 3) or w.shape[0] % 64 or conv.groups != 1 \
-                or conv.bias is None or tuple(conv.padding) != (1, 1) or tuple(conv.stride) != (1, 1) \
-                or tuple(conv.dilation) != (1, 1) or getattr(conv, "padding_mode", "zeros") != "zeros":
+        if w.dim() != 4 or tuple(w.shape[2:]) != (3, 3) or conv.bias is None or tuple(conv.padding) != (1, 1) \
+                or tuple(conv.stride) != (1, 1) or tuple(conv.dilation) != (1, 1) \
+                or getattr(conv, "padding_mode", "zeros") != "zeros":
             return None
-        return cls(w, conv.bias, relu)
+        o, c = w.shape[:2]
+        if conv.groups == 1 and c == 64 and o % 64 == 0:
+            return cls(w, conv.bias, relu)
+        if conv.groups == 4 and c == 16 and o % 64 == 0 and (o // 4) % 16 == 0:
+            return cls(w, conv.bias, relu, groups=4)
+        return None
 
     def forward(self, x: torch.Tensor, float_out: bool = False, out: torch.Tensor | None = None) -> torch.Tensor | None:
         """The conv of bf16 ``x`` (channels_last, into ``out`` when given and it fits), or None when the kernel
@@ -305,10 +323,18 @@ class ConvBF16(nn.Module):
             out = torch.empty(shape, dtype=dtype, memory_format=torch.channels_last)
         for i in range(n):
             y = out[i].data_ptr()
-            _check(lib.srkit_bf16_conv3x3(x[i].data_ptr(), xs, h, w, self.out_channels // 64, self.w.data_ptr(),
-                                          self.u.data_ptr() if self.winograd else None, self.b.data_ptr(),
-                                          int(self.relu), None if float_out else y, y if float_out else None,
-                                          self.out_channels, torch.get_num_threads()), "srkit_bf16_conv3x3")
+            yb, yf = (None, y) if float_out else (y, None)
+            if self.groups == 1:
+                rc = lib.srkit_bf16_conv3x3(x[i].data_ptr(), xs, h, w, self.out_channels // 64, self.w.data_ptr(),
+                                            self.u.data_ptr() if self.winograd else None, self.b.data_ptr(),
+                                            int(self.relu), yb, yf, self.out_channels, torch.get_num_threads())
+            else:
+                rc = lib.srkit_bf16_gconv3x3(x[i].data_ptr(), xs, h, w, self.out_channels // 4, self.w.data_ptr(),
+                                             self.b.data_ptr(), int(self.relu), yb, yf, self.out_channels,
+                                             torch.get_num_threads())
+                if rc == -1 and i == 0:
+                    return None  # the grouped form is AMX only: nothing written
+            _check(rc, "srkit_bf16_conv3x3")
         return out
 
 

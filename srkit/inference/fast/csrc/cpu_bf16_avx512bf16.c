@@ -14,6 +14,9 @@
    - srkit_bf16_fuse1x1: a cascade's 1x1 fusion over the buffer's 64-channel blocks, bias and ReLU in the store.
    - srkit_bf16_conv3x3: a dense 3x3 conv from 64 channels to 64 n + bias (+ ReLU), by rows, bf16 or float32
      output (an upsampling conv).
+   - srkit_bf16_gconv3x3 (AMX only): a grouped 3x3 conv, 4 groups of 16 channels to 16 m outputs each.
+   - srkit_bf16_wide_body (AMX only): a wide-activation body, 1x1, ReLU, 1x1, 3x3, by rows.
+   - srkit_bf16_channel_sums, srkit_bf16_scale_add: an SE-scaled residual's passes over a bf16 map.
    - srkit_bf16_subpixel_tail (AMX only): the x2 tail, the last upsampling conv + ReLU + the sub-pixel exit
      conv + pixel shuffle, the 256-channel map in a ring of three bf16 rows.
 
@@ -30,7 +33,7 @@
 #include <string.h>
 
 #define MAX3 4
-#define ABI 3         /* bump with any change of the exported functions (cpu_bf16.py: _ABI) */
+#define ABI 4         /* bump with any change of the exported functions (cpu_bf16.py: _ABI) */
 #define MAXTHREADS 64
 
 typedef uint16_t bf16;
@@ -901,4 +904,78 @@ int srkit_bf16_scale_add(const bf16 *b, long bs, const float *f, const bf16 *x, 
         jobs[t] = (pw_t){.b = b, .bs = bs, .x = x, .xs = xs, .o = o, .os = os, .f = f, .s = s,
                          .p0 = npix * t / n, .p1 = npix * (t + 1) / n};
     return parallel(run_scale_add, jobs, sizeof(pw_t), n);
+}
+
+/* ---- A grouped 3x3 conv (AMX only), 64 channels in 4 groups of 16, each group to `per` outputs (a multiple of
+   16), + bias, optional ReLU, by rows, bf16 or float32 out: a grouped upsampling conv. Per group and row:
+   chunks of 64 outputs, then of 16, as _cpu_kernels.c's srkit_gconv3x3. ---- */
+typedef struct {
+    const bf16 *x; long xs; int H, W, per, relu;
+    const bf16 *w; const float *b;   /* [4 groups][64-output chunks [9][8][64][2] ..., then [9][8][16][2] ...] */
+    bf16 *y; float *yf; long ys;
+    int h0, h1;
+} gconv_t;
+
+static void *run_gconv(void *arg) {
+    gconv_t *j = (gconv_t *)arg;
+    const int W = j->W, Wp = (W + 63) / 64 * 64;
+    const long xlen = (long)(Wp + 8) * 16;
+    bf16 *xr = alloc_zeroed(sizeof(bf16) * 4 * 3 * xlen);
+    float *out = alloc_zeroed(sizeof(float) * (size_t)Wp * 64);
+    if (!xr || !out) {
+        free(xr); free(out);
+        return FAILED;
+    }
+    tile_config(CFG_G16);
+    int have[3] = {INT32_MIN, INT32_MIN, INT32_MIN};
+    const int full = j->per / 64, rest = (j->per % 64) / 16;
+    const long gw = 9L * 16 * j->per;          /* one group's packed weights, in bf16 */
+    const __m512 zero = _mm512_setzero_ps();
+    for (int h = j->h0; h < j->h1; h++) {
+        for (int rr = h - 1; rr <= h + 1; rr++) {
+            const int s = slot_of(rr);
+            if (have[s] == rr) continue;
+            have[s] = rr;
+            if (rr < 0 || rr >= j->H)
+                for (int g = 0; g < 4; g++) memset(xr + (g * 3 + s) * xlen, 0, sizeof(bf16) * xlen);
+            else
+                load_row(j->x, j->xs, W, 4, 16, rr, xr + s * xlen, 3 * xlen);
+        }
+        for (int g = 0; g < 4; g++) {
+            const bf16 *rows[3];
+            for (int ky = 0; ky < 3; ky++) rows[ky] = xr + (g * 3 + slot_of(h + ky - 1)) * xlen;
+            for (int c = 0; c < full + rest; c++) {
+                const int wide = c < full, n = wide ? 64 : 16;
+                const int o0 = g * j->per + (wide ? c * 64 : full * 64 + (c - full) * 16);
+                const bf16 *w = j->w + g * gw + (wide ? (long)c * 9 * 16 * 64 : (long)full * 9 * 16 * 64 + (long)(c - full) * 9 * 16 * 16);
+                if (wide) for (int x0 = 0; x0 < Wp; x0 += 32) amx_conv(rows, 3, 16, w, out, x0);
+                else for (int x0 = 0; x0 < Wp; x0 += 64) amx_g16(rows, w, out, x0);
+                for (int m = 0; m < n; m += 16) {
+                    const __m512 b = _mm512_loadu_ps(j->b + o0 + m);
+                    for (int x = 0; x < W; x++) {
+                        __m512 r = _mm512_add_ps(_mm512_load_ps(out + (long)x * n + m), b);
+                        if (j->relu) r = _mm512_max_ps(r, zero);
+                        const long at = ((long)h * W + x) * j->ys + o0 + m;
+                        if (j->yf) _mm512_storeu_ps(j->yf + at, r);
+                        else st16(j->y + at, r);
+                    }
+                }
+            }
+        }
+    }
+    _tile_release();
+    free(xr); free(out);
+    return NULL;
+}
+
+int srkit_bf16_gconv3x3(const bf16 *x, long xs, int H, int W, int per, const bf16 *w, const float *b, int relu,
+                        bf16 *y, float *yf, long ys, int nthreads) {
+    if (!AMX_ON || H < 1 || W < 1 || per < 16 || per % 16 || !x || !w || !b || (!y == !yf) || xs < 64 || ys < 4L * per)
+        return -1;
+    const int n = clamp_threads(nthreads, H);
+    gconv_t jobs[MAXTHREADS];
+    for (int t = 0; t < n; t++)
+        jobs[t] = (gconv_t){.x = x, .xs = xs, .H = H, .W = W, .per = per, .relu = relu, .w = w, .b = b, .y = y,
+                            .yf = yf, .ys = ys, .h0 = (int)((long)H * t / n), .h1 = (int)((long)H * (t + 1) / n)};
+    return parallel(run_gconv, jobs, sizeof(gconv_t), n);
 }
