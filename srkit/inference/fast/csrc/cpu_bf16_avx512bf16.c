@@ -1,13 +1,17 @@
-/* bf16 streamed kernels for the CPU fast path's 64-channel parts on AVX512-BF16 (Python side:
+/* bf16 streamed kernels for the CPU fast path's 64-channel parts on AVX512-BF16 and AMX-BF16 (Python side:
    srkit/inference/fast/cpu_bf16.py). The float32 kernels (srkit/inference/_cpu_kernels.c) are the model:
    the same row streaming, the same 3-row rings in L2, the same strided destinations; here activations are
-   bf16 in memory (the cascade buffer, the rings) and every product is vdpbf16ps: a pair of adjacent input
-   channels times a pair of weights, accumulated in float32. Bias, ReLU and the residual add run in float32
-   before the one rounding to bf16 at the store.
+   bf16 in memory (the cascade buffer, the rings) and every product takes pairs of adjacent input channels
+   times pairs of weights, accumulated in float32: AMX tile products where the CPU has AMX-BF16 (the AMX part
+   below), else vdpbf16ps. Bias, ReLU and the residual add run in float32 before the one rounding to bf16.
 
-   Why: on Zen 4 vdpbf16ps does 32 multiply-adds a zmm instruction at the rate of a 16-lane FMA, and bf16
-   halves every read and write of the 64-channel maps. oneDNN's bf16 convs through PyTorch measured slower
-   than the float32 streamed kernels here (a call per conv, full-size tensors between them).
+   Why: bf16 halves every read and write of the 64-channel maps, and oneDNN's bf16 convs through PyTorch
+   (a call per conv, full-size tensors between them) measured slower than the float32 streamed kernels.
+   Measured on a 2-core Xeon with AMX (scripts/bench_bf16_kernels.py, 640x360): vdpbf16ps runs at half the
+   float32 FMA's multiply-adds a cycle there, so the vdpbf16ps kernels lose to the float32 ones (a dense
+   residual block 165 ms with Winograd, 301 ms direct, vs 113 ms float32, 86 ms oneDNN bf16); the AMX ones
+   win (40-60 ms; a grouped block 48 vs 65-112 ms; a 64 -> 256 conv 142 vs 479 ms, oneDNN bf16 167 ms).
+   The vdpbf16ps path serves CPUs with AVX512-BF16 and no AMX (AMD Zen 4), not measured here.
 
    - srkit_bf16_resblock: relu(body(x) + x), body = n 3x3 convs (ReLU after each but possibly the last), then
      optionally a 1x1: a dense residual block (groups 1) or an efficient one (groups 4 + 1x1).
@@ -166,6 +170,25 @@ int srkit_bf16_amx(int want) {
 }
 
 typedef struct { uint8_t palette, start_row, reserved[14]; uint16_t colsb[16]; uint8_t rows[16]; } tilecfg_t;
+
+/* AddressSanitizer does not see tile loads and stores: with SRKIT_CHECK_TILES (scripts/asan_kernels.sh) each
+   one first reads (a store also writes back) the first and last byte of every row it covers, which it does see. */
+#ifdef SRKIT_CHECK_TILES
+static __thread tilecfg_t cur_cfg;
+static void touch_rows(const void *p, long stride, int t, int write) {
+    volatile char *c = (volatile char *)p;
+    for (int r = 0; r < cur_cfg.rows[t]; r++) {
+        volatile char *a = c + r * stride, *b = a + cur_cfg.colsb[t] - 1;
+        const char va = *a, vb = *b;
+        if (write) { *a = va; *b = vb; }
+    }
+}
+#define TLOAD(t, p, s) do { touch_rows((p), (s), t, 0); _tile_loadd(t, (p), (s)); } while (0)
+#define TSTORE(t, p, s) do { touch_rows((p), (s), t, 1); _tile_stored(t, (p), (s)); } while (0)
+#else
+#define TLOAD(t, p, s) _tile_loadd(t, (p), (s))
+#define TSTORE(t, p, s) _tile_stored(t, (p), (s))
+#endif
 enum { CFG_NONE, CFG_D64, CFG_G16 };
 
 /* tiles 0-3: float32 accumulators 16 x 16; dense: 4-5 A (16 pixels x 32 channels), 6-7 B (16 pairs x 16
@@ -177,6 +200,9 @@ static void tile_config(int kind) {
     for (int t = 0; t < 8; t++) { c.rows[t] = 16; c.colsb[t] = 64; }
     if (kind == CFG_G16) { c.colsb[4] = c.colsb[5] = 32; c.rows[6] = c.rows[7] = 8; }
     _tile_loadconfig(&c);
+#ifdef SRKIT_CHECK_TILES
+    cur_cfg = c;
+#endif
 }
 
 /* out[(x0 + p) * 64 + o], p < 32: a KSxKS conv of padded bf16 rows of K channels (64: CFG_D64, 16: CFG_G16)
@@ -189,20 +215,20 @@ static void amx_conv(const bf16 *const *rows, int KS, int K, const bf16 *w, floa
                 for (int kc = 0; kc < K; kc += 32) {
                     const bf16 *a = rows[ky] + (long)(x0 + kx) * K + kc;
                     const bf16 *b = w + ((long)(ky * KS + kx) * (K / 2) + kc / 2) * 128 + j0 * 2;
-                    _tile_loadd(4, a, 2 * K);
-                    _tile_loadd(5, a + 16 * K, 2 * K);
-                    _tile_loadd(6, b, 256);
-                    _tile_loadd(7, b + 32, 256);
+                    TLOAD(4, a, 2 * K);
+                    TLOAD(5, a + 16 * K, 2 * K);
+                    TLOAD(6, b, 256);
+                    TLOAD(7, b + 32, 256);
                     _tile_dpbf16ps(0, 4, 6);
                     _tile_dpbf16ps(1, 4, 7);
                     _tile_dpbf16ps(2, 5, 6);
                     _tile_dpbf16ps(3, 5, 7);
                 }
         float *o = out + (long)x0 * 64 + j0;
-        _tile_stored(0, o, 256);
-        _tile_stored(1, o + 16, 256);
-        _tile_stored(2, o + 16 * 64, 256);
-        _tile_stored(3, o + 16 * 64 + 16, 256);
+        TSTORE(0, o, 256);
+        TSTORE(1, o + 16, 256);
+        TSTORE(2, o + 16 * 64, 256);
+        TSTORE(3, o + 16 * 64 + 16, 256);
     }
 }
 static void amx_d64(const bf16 *const *rows, int KS, const bf16 *w, float *out, int x0) { amx_conv(rows, KS, 64, w, out, x0); }
@@ -218,21 +244,21 @@ static void amx_exit(const bf16 *const *rows, const bf16 *w, const unsigned char
                 if (!mask[tq]) continue;
                 for (int kc = 0; kc < 64; kc += 32) {
                     const bf16 *a = rows[ky] + (long)(x0 + kx) * 256 + q * 64 + kc;
-                    _tile_loadd(6, w + ((long)tq * 32 + kc / 2) * 32, 64);
-                    _tile_loadd(4, a, 512);
-                    _tile_loadd(5, a + 16 * 256, 512);
+                    TLOAD(6, w + ((long)tq * 32 + kc / 2) * 32, 64);
+                    TLOAD(4, a, 512);
+                    TLOAD(5, a + 16 * 256, 512);
                     _tile_dpbf16ps(0, 4, 6);
                     _tile_dpbf16ps(1, 5, 6);
-                    _tile_loadd(4, a + 32 * 256, 512);
-                    _tile_loadd(5, a + 48 * 256, 512);
+                    TLOAD(4, a + 32 * 256, 512);
+                    TLOAD(5, a + 48 * 256, 512);
                     _tile_dpbf16ps(2, 4, 6);
                     _tile_dpbf16ps(3, 5, 6);
                 }
             }
-    _tile_stored(0, out + (long)x0 * 16, 64);
-    _tile_stored(1, out + (long)(x0 + 16) * 16, 64);
-    _tile_stored(2, out + (long)(x0 + 32) * 16, 64);
-    _tile_stored(3, out + (long)(x0 + 48) * 16, 64);
+    TSTORE(0, out + (long)x0 * 16, 64);
+    TSTORE(1, out + (long)(x0 + 16) * 16, 64);
+    TSTORE(2, out + (long)(x0 + 32) * 16, 64);
+    TSTORE(3, out + (long)(x0 + 48) * 16, 64);
 }
 
 /* out[(x0 + p) * 16 + o], p < 64: a grouped 3x3 conv, one group of 16 channels in and out, w [9][8][16][2] */
@@ -241,22 +267,22 @@ static void amx_g16(const bf16 *const *rows, const bf16 *w, float *out, int x0) 
     for (int ky = 0; ky < 3; ky++)
         for (int kx = 0; kx < 3; kx++) {
             const bf16 *a = rows[ky] + (long)(x0 + kx) * 16;
-            _tile_loadd(6, w + (ky * 3 + kx) * 256, 64);
-            _tile_loadd(4, a, 32);
-            _tile_loadd(5, a + 16 * 16, 32);
+            TLOAD(6, w + (ky * 3 + kx) * 256, 64);
+            TLOAD(4, a, 32);
+            TLOAD(5, a + 16 * 16, 32);
             _tile_dpbf16ps(0, 4, 6);
             _tile_dpbf16ps(1, 5, 6);
-            _tile_loadd(4, a + 32 * 16, 32);
-            _tile_loadd(5, a + 48 * 16, 32);
+            TLOAD(4, a + 32 * 16, 32);
+            TLOAD(5, a + 48 * 16, 32);
             _tile_dpbf16ps(2, 4, 6);
             _tile_dpbf16ps(3, 5, 6);
         }
     for (int i = 0; i < 4; i++) {
         float *o = out + (long)(x0 + 16 * i) * 16;
-        if (i == 0) _tile_stored(0, o, 64);
-        else if (i == 1) _tile_stored(1, o, 64);
-        else if (i == 2) _tile_stored(2, o, 64);
-        else _tile_stored(3, o, 64);
+        if (i == 0) TSTORE(0, o, 64);
+        else if (i == 1) TSTORE(1, o, 64);
+        else if (i == 2) TSTORE(2, o, 64);
+        else TSTORE(3, o, 64);
     }
 }
 #define AMX_ON use_amx
@@ -535,19 +561,19 @@ static void *run_fuse_amx(fuse_t *j) {
                     const bf16 *a = c ? src + c * 64 + kc : src0 + kc;
                     const long as = c ? stride : stride0;
                     const bf16 *b = w + ((long)c * 32 + kc / 2) * 128 + j0 * 2;
-                    _tile_loadd(4, a, as * 2);
-                    _tile_loadd(5, a + 16 * as, as * 2);
-                    _tile_loadd(6, b, 256);
-                    _tile_loadd(7, b + 32, 256);
+                    TLOAD(4, a, as * 2);
+                    TLOAD(5, a + 16 * as, as * 2);
+                    TLOAD(6, b, 256);
+                    TLOAD(7, b + 32, 256);
                     _tile_dpbf16ps(0, 4, 6);
                     _tile_dpbf16ps(1, 4, 7);
                     _tile_dpbf16ps(2, 5, 6);
                     _tile_dpbf16ps(3, 5, 7);
                 }
-            _tile_stored(0, acc + j0, 256);
-            _tile_stored(1, acc + j0 + 16, 256);
-            _tile_stored(2, acc + 16 * 64 + j0, 256);
-            _tile_stored(3, acc + 16 * 64 + j0 + 16, 256);
+            TSTORE(0, acc + j0, 256);
+            TSTORE(1, acc + j0 + 16, 256);
+            TSTORE(2, acc + 16 * 64 + j0, 256);
+            TSTORE(3, acc + 16 * 64 + j0 + 16, 256);
         }
         for (int p = 0; p < np; p++)
             for (int m = 0; m < 64; m += 16)
