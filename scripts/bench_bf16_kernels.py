@@ -4,6 +4,9 @@ convs through PyTorch (what the bf16 path ran before).
 
     python scripts/bench_bf16_kernels.py                 # 640x360 (a x2 CARN's body at 1280x720 output)
     python scripts/bench_bf16_kernels.py --hw 180 320 --runs 9
+    SRKIT_BF16_AMX=0 python scripts/bench_bf16_kernels.py   # the AVX512-BF16 path on a CPU with AMX
+
+On the AMX path the dense convs run directly whatever "winograd" says (the two lines then time the same kernel).
 """
 from __future__ import annotations
 
@@ -50,6 +53,10 @@ def main() -> None:
     ap.add_argument("--runs", type=int, default=7)
     args = ap.parse_args()
     h, w = args.hw
+    lib = cpu_bf16._library()
+    if lib is None:
+        raise SystemExit(f"the bf16 kernels do not run here: {cpu_bf16.unavailable_reason()}")
+    print("bf16 path:", "AMX-BF16" if cpu_bf16._use_amx(lib) else "AVX512-BF16")
     torch.manual_seed(0)
     x = torch.rand(1, 64, h, w).contiguous(memory_format=torch.channels_last)
     xb = x.to(torch.bfloat16)

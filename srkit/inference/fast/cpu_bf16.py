@@ -1,4 +1,4 @@
-"""bf16 streamed CPU kernels on AVX512-BF16 (``fast/csrc/cpu_bf16_avx512bf16.c``; why: its header).
+"""bf16 streamed CPU kernels on AVX512-BF16 and AMX-BF16 (``fast/csrc/cpu_bf16_avx512bf16.c``; why: its header).
 
 The bf16 twins of the float32 streamed kernels (srkit.inference.cpu_kernels) for the parts where the time goes:
 
@@ -14,9 +14,11 @@ The bf16 twins of the float32 streamed kernels (srkit.inference.cpu_kernels) for
 - ``channel_mean``, ``scale_add``: an SE-scaled residual's passes over a bf16 map (torch's bf16 reductions and
   pointwise ops measured 2-4x slower than its float32 ones here).
 
-Products are vdpbf16ps (bf16 pairs, float32 accumulation); bias, ReLU and the residual add are float32 before
-the one rounding to bf16. Each returns False / None where it cannot serve (no build, no AVX512-BF16, turned
-off, not bf16 on the CPU, gradients on) and the caller runs its other path. The library is chosen like the
+Products are AMX tile products where the CPU has AMX-BF16 (``SRKIT_BF16_AMX=0`` turns them off), else vdpbf16ps
+(bf16 pairs, float32 accumulation either way); bias, ReLU and the residual add are float32 before the one
+rounding to bf16. The kernels marked AMX only decline elsewhere. Each returns False / None where it cannot
+serve (no build, no AVX512-BF16, turned off, not bf16 on the CPU, gradients on) and the caller runs its other
+path. The library is chosen like the
 float32 builds (cpu_kernels.py): ``SRKIT_CPU_KERNELS=off`` (or ``SRKIT_NO_CPU_KERNELS=1``) turns it off; a
 forced float32 build (``SRKIT_CPU_KERNELS=avx512|avx2``) stands for a CPU without bf16 units, so this one is
 not loaded; ``SRKIT_CPU_KERNELS_LIB=folder`` loads the build in that folder (scripts/asan_kernels.sh).
