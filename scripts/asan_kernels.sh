@@ -14,15 +14,16 @@ CC=${CC:-gcc}
 out=$(mktemp -d)
 trap 'rm -rf "$out"' EXIT
 suffix=$("$PY" -c "import importlib.machinery as m; print(m.EXTENSION_SUFFIXES[0])")
-common=(-O1 -g -fsanitize=address -fno-omit-frame-pointer -shared -fPIC -pthread srkit/inference/_cpu_kernels.c)
-"$CC" -mavx512f -mfma "${common[@]}" -o "$out/_cpu_kernels$suffix"
-"$CC" -mavx2 -mfma -DSRKIT_AVX2 "${common[@]}" -o "$out/_cpu_kernels_avx2$suffix"
+csrc=srkit/inference/fast/csrc
+common=(-O1 -g -fsanitize=address -fno-omit-frame-pointer -shared -fPIC -pthread)
+"$CC" -mavx512f -mfma "${common[@]}" "$csrc/fp32_avx512.c" -o "$out/_fp32_avx512$suffix"
+"$CC" -mavx2 -mfma "${common[@]}" "$csrc/fp32_avx2.c" -o "$out/_fp32_avx2$suffix"
 "$CC" -O1 -g -fsanitize=address -fno-omit-frame-pointer -shared -fPIC -pthread -DSRKIT_CHECK_TILES \
     -mavx512f -mavx512bf16 -mavx512bw -mavx512vl -mfma -mamx-tile -mamx-bf16 \
-    srkit/inference/fast/csrc/cpu_bf16_avx512bf16.c -o "$out/_cpu_bf16$suffix"
+    "$csrc/cpu_bf16_avx512bf16.c" -o "$out/_cpu_bf16$suffix"
 export LD_PRELOAD="$("$CC" -print-file-name=libasan.so)" ASAN_OPTIONS=detect_leaks=0:abort_on_error=1 \
     SRKIT_CPU_KERNELS_LIB="$out"
-"$PY" -c "from srkit.inference import cpu_kernels as k; lib = k._library()
+"$PY" -c "from srkit.inference.fast import cpu_fp32 as k; lib = k._library()
 assert lib and lib._name.startswith('$out'), f'the sanitized build was not loaded: {lib}'
 print('sanitized build:', lib._name)"
 "$PY" -m pytest -q -p no:cacheprovider tests/test_cpu_kernels.py "$@"

@@ -18,7 +18,7 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-from srkit.inference import cpu_kernels
+from srkit.inference.fast import cpu_fp32 as cpu_kernels
 from srkit.inference.fast import FusedResidual, cpu_bf16
 
 

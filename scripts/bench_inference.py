@@ -302,8 +302,9 @@ def machine() -> dict:
             info[mod] = __import__(mod).__version__
         except ImportError:
             pass
-    from srkit.inference import cpu_kernels
-    info["kernels"] = cpu_kernels.variant() or f"none ({cpu_kernels.unavailable_reason()})"
+    from srkit.inference.fast import backends, cpu_fp32
+    info["kernels"] = cpu_fp32.variant() or f"none ({cpu_fp32.unavailable_reason()})"
+    info["backends"] = [b["name"] for b in backends.describe() if b["available"]]
     return info
 
 

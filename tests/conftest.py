@@ -47,10 +47,10 @@ def device(request) -> torch.device:
 
 @pytest.fixture
 def no_cpu_kernels(monkeypatch) -> None:
-    """The fast path without srkit.inference.cpu_kernels' streamed kernels: oneDNN calls throughout, as on a CPU without
+    """The fast path without srkit.inference.fast.cpu_fp32's streamed kernels: oneDNN calls throughout, as on a CPU without
     AVX-512 or where the kernels were not built."""
-    from srkit.inference import cpu_kernels
-    monkeypatch.setattr(cpu_kernels, "_LIB", False)
+    from srkit.inference.fast import cpu_fp32
+    monkeypatch.setattr(cpu_fp32, "_LIB", False)
 
 
 def io_atol(device: torch.device, cpu_atol: float) -> float:

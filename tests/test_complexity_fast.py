@@ -7,7 +7,7 @@ import torch
 from carn import CARN, CARN_M
 from conftest import io_atol, load_ref
 from overnet import OverNet
-from srkit.inference import cpu_kernels
+from srkit.inference.fast import cpu_fp32
 from srkit.core.complexity import multadds_1280x720, table
 from srkit.inference.fast import prepare_fast, to_fast_input
 from srkit.core.layers import count_parameters
@@ -39,14 +39,14 @@ def test_multadds_count_is_resolution_proportional():
 @pytest.mark.parametrize("kernels", ["streamed", "onednn"])
 @pytest.mark.parametrize("name", ["carn", "carn_m", "overnet_x2", "overnet_x3", "overnet_x4"])
 def test_fast_path_reproduces_the_authors_outputs(name, kernels, device, request):
-    """Both CPU forms of the fast path: with srkit.inference.cpu_kernels' streamed kernels (where this CPU runs them)
+    """Both CPU forms of the fast path: with srkit.inference.fast.cpu_fp32' streamed kernels (where this CPU runs them)
     and with oneDNN calls only."""
     if kernels == "onednn":
         if device.type != "cpu":
             pytest.skip("the streamed kernels are CPU code: on CUDA both forms are the same")
         request.getfixturevalue("no_cpu_kernels")
-    elif device.type == "cpu" and not cpu_kernels.available():
-        pytest.skip(f"srkit.inference.cpu_kernels does not run here: {cpu_kernels.unavailable_reason()}")
+    elif device.type == "cpu" and not cpu_fp32.available():
+        pytest.skip(f"srkit.inference.fast.cpu_fp32 does not run here: {cpu_fp32.unavailable_reason()}")
     ref = load_ref(f"{name}_random_io.pt")
     if name.startswith("overnet"):
         net = OverNet(upscale={"overnet_x2": 3, "overnet_x3": 4, "overnet_x4": 5}[name])
@@ -65,7 +65,7 @@ def test_fast_path_reproduces_the_authors_outputs(name, kernels, device, request
 
 def _fused_parts(net: torch.nn.Module) -> dict[str, int]:
     from srkit.inference import fast as F
-    kinds = {"conv": F.FusedConv, "fuse": F.CascadeFuse, "residual": F.FusedResidual, "shuffle": F._ShuffleNHWC}
+    kinds = {"conv": F.FusedConv, "fuse": F.CascadeFuse, "residual": F.FusedResidual, "shuffle": F.modules._ShuffleNHWC}
     return {k: sum(isinstance(m, t) for m in net.modules()) for k, t in kinds.items()}
 
 
@@ -84,13 +84,13 @@ def test_fast_path_fuses_what_it_claims():
     for upscale, shuffles in ((3, 0), (4, 1), (5, 0)):
         fast = prepare_fast(OverNet(upscale=upscale))
         assert isinstance(fast.overscale, ShuffleResize) and _fused_parts(fast)["shuffle"] == 1 + shuffles
-        assert (fast.overscale.streamed is not None) == cpu_kernels.available()
+        assert (fast.overscale.streamed is not None) == cpu_fp32.available()
     assert not isinstance(prepare_fast(OverNet(), fuse=False).overscale, ShuffleResize)
 
 
 @pytest.mark.parametrize("groups,r", [(1, 2), (4, 2), (1, 3), (4, 3)])
 def test_reordered_pixel_shuffle_equals_conv_relu_shuffle(groups, r):
-    from srkit.inference.fast import _fuse_sequence
+    from srkit.inference.fast.modules import _fuse_sequence
     torch.manual_seed(0)
     seq = torch.nn.Sequential(torch.nn.Conv2d(16, 16 * r * r, 3, 1, 1, groups=groups), torch.nn.ReLU(),
                               torch.nn.PixelShuffle(r))
@@ -149,7 +149,7 @@ def _broken_above(monkeypatch, pixels: int):
 
 def test_an_unavailable_onednn_kernel_falls_back_and_says_so_once(monkeypatch, no_cpu_kernels):
     from srkit.inference import fast as F
-    if not F.ONEDNN_BUILD:
+    if not F.onednn.BUILD:
         pytest.skip("this PyTorch build has no oneDNN fused convolution: the plain ops always run")
     _broken_above(monkeypatch, 0)  # the probe fails too: the kernel is unavailable
     torch.manual_seed(0)
@@ -164,7 +164,7 @@ def test_an_unavailable_onednn_kernel_falls_back_and_says_so_once(monkeypatch, n
 
 def test_a_failure_on_real_inputs_is_not_swallowed(monkeypatch, no_cpu_kernels):
     from srkit.inference import fast as F
-    if not F.ONEDNN_BUILD:
+    if not F.onednn.BUILD:
         pytest.skip("this PyTorch build has no oneDNN fused convolution")
     _broken_above(monkeypatch, 16)  # the tiny probe works; the real call fails (as out-of-memory would)
     fast = prepare_fast(CARN().eval())
@@ -178,7 +178,7 @@ def test_sub_pixel_exit_equals_exit_of_the_shuffled_map():
     (the model declares that it reads the upsampler's output as it is): a last x2 stage becomes a SubPixelTail
     (x2, x4), the x3 branch's shuffle and the exit conv become one ShuffleExit (the exit conv read from the
     unshuffled map where the streamed kernel runs). Every module takes and returns tensors."""
-    from srkit.inference.fast import FusedConv, ShuffleExit, SubPixelExit, SubPixelTail, _ShuffleNHWC
+    from srkit.inference.fast.modules import FusedConv, ShuffleExit, SubPixelExit, SubPixelTail, _ShuffleNHWC
     torch.manual_seed(0)
     exit_conv = torch.nn.Conv2d(64, 3, 3, 1, 1)
     x = torch.rand(1, 256, 13, 17)

@@ -11,8 +11,9 @@ import torch.nn.functional as F
 
 from carn.blocks import EResidualBlock, ResidualBlock
 from srkit.core.tolerances import BF16_KERNEL_RTOL
-from srkit.inference import cpu_kernels, precision
-from srkit.inference.cpu_kernels import StreamedTail, StreamedWideBody
+from srkit.inference import precision
+from srkit.inference.fast import cpu_fp32
+from srkit.inference.fast.cpu_fp32 import StreamedTail, StreamedWideBody
 from srkit.inference.fast import SubPixelExit, cpu_bf16
 
 SIZES = [(1, 1), (1, 7), (6, 1), (5, 3), (37, 53), (9, 131)]  # widths below / across the 6-, 28-, 32-, 64-pixel blocks
@@ -271,10 +272,10 @@ def test_prepared_bf16_model_runs_the_kernels_and_matches_the_plain_bf16_path(mo
         assert any(isinstance(m, cpu_bf16.ResidualBF16) or isinstance(m, cpu_bf16.WideBodyBF16) for m in fast.modules())
         got = fast(to_fast_input(x, torch.bfloat16), 2).float()
         monkeypatch.setattr(cpu_bf16, "_LIB", None)
-        monkeypatch.setattr(cpu_kernels, "_LIB", None)
+        monkeypatch.setattr(cpu_fp32, "_LIB", None)
         monkeypatch.setenv("SRKIT_CPU_KERNELS", "off")
         plain = prepare_fast(net, half=torch.bfloat16)(to_fast_input(x, torch.bfloat16), 2).float()
     monkeypatch.setattr(cpu_bf16, "_LIB", None)
-    monkeypatch.setattr(cpu_kernels, "_LIB", None)
+    monkeypatch.setattr(cpu_fp32, "_LIB", None)
     # outputs in [0, 1]: both bf16 forms within 2 grey levels of the float32 forward (each measured < 0.2)
     assert (got - want).abs().max().item() < 2 / 255 and (plain - want).abs().max().item() < 2 / 255

@@ -1,4 +1,4 @@
-"""srkit.inference.cpu_kernels: the streamed residual block, x2 tail, shuffles and cascade fusion against float64 references, at
+"""srkit.inference.fast.cpu_fp32: the streamed residual block, x2 tail, shuffles and cascade fusion against float64 references, at
 odd sizes, thread counts, batch sizes and strided destinations, for both builds (AVX-512 and AVX2, forced);
 and where they must decline to run, in Python and in C."""
 from __future__ import annotations
@@ -13,8 +13,8 @@ import torch.nn as nn
 import torch.nn.functional as F
 
 from carn.blocks import EResidualBlock, ResidualBlock
-from srkit.inference import cpu_kernels
-from srkit.inference.cpu_kernels import (StreamedConv3x3, StreamedResidual, StreamedShuffleExit,
+from srkit.inference.fast import cpu_fp32
+from srkit.inference.fast.cpu_fp32 import (StreamedConv3x3, StreamedResidual, StreamedShuffleExit,
                                           StreamedShuffleResize, StreamedTail, StreamedWideBody, fuse1x1, pack_fuse)
 from srkit.core.resize import bicubic_resize, bicubic_taps
 from srkit.inference.fast import SubPixelExit
@@ -22,27 +22,27 @@ from srkit.core.tolerances import FAST_PATH_ATOL
 
 SIZES = [(1, 1), (1, 7), (6, 1), (5, 3), (37, 53), (29, 113)]  # widths below / across the kernels' blocks
 
-needs_kernels = pytest.mark.skipif(not cpu_kernels.available(),
-                                   reason=f"srkit.inference.cpu_kernels does not run here: {cpu_kernels.unavailable_reason()}")
+needs_kernels = pytest.mark.skipif(not cpu_fp32.available(),
+                                   reason=f"srkit.inference.fast.cpu_fp32 does not run here: {cpu_fp32.unavailable_reason()}")
 
 
 @pytest.fixture(params=["avx512", "avx2"], autouse=True)
 def variant(request, monkeypatch):
     """Every test of this file runs with each build the CPU can run (the AVX2 one forced on an AVX-512 CPU)."""
     monkeypatch.setenv("SRKIT_CPU_KERNELS", request.param)
-    monkeypatch.setattr(cpu_kernels, "_LIB", None)
-    if request.param == "avx512" and not cpu_kernels.available() and "no AVX512" in cpu_kernels.unavailable_reason():
-        pytest.skip(cpu_kernels.unavailable_reason())
+    monkeypatch.setattr(cpu_fp32, "_LIB", None)
+    if request.param == "avx512" and not cpu_fp32.available() and "no AVX512" in cpu_fp32.unavailable_reason():
+        pytest.skip(cpu_fp32.unavailable_reason())
     yield request.param
-    monkeypatch.setattr(cpu_kernels, "_LIB", None)
+    monkeypatch.setattr(cpu_fp32, "_LIB", None)
 
 
 def test_the_kernels_are_built_where_they_can_run(variant):
     """pip install -e . builds the kernels (an optional extension: a failed build would only be slower)."""
     if platform.system() != "Linux" or platform.machine() != "x86_64" or not shutil.which("cc") \
-            or torch.backends.cpu.get_cpu_capability() not in cpu_kernels.VARIANTS[variant][1]:
+            or torch.backends.cpu.get_cpu_capability() not in cpu_fp32.VARIANTS[variant][1]:
         pytest.skip(f"the {variant} build is made on Linux x86-64 with a C compiler and runs on its CPUs")
-    assert cpu_kernels.available() and cpu_kernels.variant() == variant, cpu_kernels.unavailable_reason()
+    assert cpu_fp32.available() and cpu_fp32.variant() == variant, cpu_fp32.unavailable_reason()
 
 
 def _block(kind: str) -> nn.Module:
@@ -237,25 +237,25 @@ def test_fuse1x1_equals_the_fusion_conv(blocks, separate_first):
 def test_a_library_from_other_source_is_not_called(monkeypatch, tmp_path):
     """A stale build (its functions' arguments may differ) or a file that is no library: one clear reason,
     and the oneDNN path."""
-    junk = tmp_path / "_cpu_kernels.so"
+    junk = tmp_path / "_fp32_avx512.so"
     junk.write_bytes(b"not a shared library")
     with pytest.raises(OSError):
-        cpu_kernels._load(junk, 1)
-    built = sorted(Path(cpu_kernels.__file__).parent.glob("_cpu_kernels.*.so"))
+        cpu_fp32._load(junk, 1)
+    built = sorted(Path(cpu_fp32.__file__).parent.glob("_fp32_avx512.*.so"))
     if built:
         with pytest.raises(OSError, match="pip install -e . again"):
-            cpu_kernels._load(built[0], 2)  # the AVX-512 build where the AVX2 one is asked for
-        monkeypatch.setattr(cpu_kernels, "_ABI", cpu_kernels._ABI + 1)
+            cpu_fp32._load(built[0], 2)  # the AVX-512 build where the AVX2 one is asked for
+        monkeypatch.setattr(cpu_fp32, "_ABI", cpu_fp32._ABI + 1)
         with pytest.raises(OSError, match="pip install -e . again"):
-            cpu_kernels._load(built[0], 1)
+            cpu_fp32._load(built[0], 1)
 
 
 def test_turned_off_by_the_environment(monkeypatch):
     for name, value in (("SRKIT_NO_CPU_KERNELS", "1"), ("SRKIT_CPU_KERNELS", "off")):
-        monkeypatch.setattr(cpu_kernels, "_LIB", None)
+        monkeypatch.setattr(cpu_fp32, "_LIB", None)
         monkeypatch.setenv(name, value)
-        assert not cpu_kernels.available() and cpu_kernels.variant() == ""
-        assert "turned off" in cpu_kernels.unavailable_reason()
+        assert not cpu_fp32.available() and cpu_fp32.variant() == ""
+        assert "turned off" in cpu_fp32.unavailable_reason()
         monkeypatch.delenv(name)
 
 
@@ -264,7 +264,7 @@ def test_the_c_side_refuses_strides_and_sizes_it_does_not_serve():
     """The kernels check in C what they rely on (a pixel stride of at least the channels, the output layout,
     non-empty sizes), as well as the Python side: a call past those returns -1, nothing written."""
     import ctypes
-    lib = cpu_kernels._library()
+    lib = cpu_fp32._library()
     x = torch.zeros(4, 4, 64)
     y = torch.full((4, 4, 64), 7.0)
     w = [torch.zeros(64 * 64 * 9) for _ in range(2)]

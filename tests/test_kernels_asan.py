@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 
 from conftest import ROOT
-from srkit.inference import cpu_kernels
+from srkit.inference.fast import cpu_fp32
 
 
 def _asan_runtime() -> Path | None:
@@ -22,7 +22,7 @@ def _asan_runtime() -> Path | None:
 
 
 @pytest.mark.slow
-@pytest.mark.skipif(not cpu_kernels.available(), reason=f"the kernels do not run here: {cpu_kernels.unavailable_reason()}")
+@pytest.mark.skipif(not cpu_fp32.available(), reason=f"the kernels do not run here: {cpu_fp32.unavailable_reason()}")
 @pytest.mark.skipif(_asan_runtime() is None, reason="gcc with libasan is needed to build the sanitized kernels")
 def test_kernels_under_address_sanitizer():
     r = subprocess.run(["bash", str(ROOT / "scripts" / "asan_kernels.sh")], cwd=ROOT, capture_output=True, text=True,

@@ -9,7 +9,7 @@ bf16 on the CPU runs the bf16 streamed kernels (srkit.inference.fast.cpu_bf16: b
 float32 sums; AMX tile products where the CPU has AMX-BF16, vdpbf16ps elsewhere) where they serve, oneDNN's
 bf16 convolutions elsewhere, and the image-side convs in float32 (srkit.inference.fast). Measured on a 2-core
 Xeon with AMX-BF16 (scripts/bench_inference.py, 1280x720 output, fp32 / bf16 time in one process taking turns):
-2.0-3.3x on CARN-M, CARN and OverNet at every scale, so ``auto`` is bf16 there. On AVX512-BF16 without AMX
+1.3-4x on every registered model and scale measured, so ``auto`` is bf16 there. On AVX512-BF16 without AMX
 (AMD Zen 4) the vdpbf16ps kernels are unmeasured (on the Xeon, vdpbf16ps does half the float32 FMA's
 multiply-adds a cycle, and those kernels lost to the float32 ones), so ``auto`` stays fp32 there.
 """

@@ -1,6 +1,6 @@
 """bf16 streamed CPU kernels on AVX512-BF16 and AMX-BF16 (``fast/csrc/cpu_bf16_avx512bf16.c``; why: its header).
 
-The bf16 twins of the float32 streamed kernels (srkit.inference.cpu_kernels) for the parts where the time goes:
+The bf16 twins of the float32 streamed kernels (srkit.inference.fast.cpu_fp32) for the parts where the time goes:
 
 - ``ResidualBF16``: a residual block of 3x3 convs (3x3, ReLU, 3x3) or an efficient one (grouped 3x3, ReLU,
   grouped 3x3, ReLU, 1x1), ``relu(body(x) + x)`` from a bf16 NHWC map into any bf16 NHWC destination (a slice
@@ -19,7 +19,7 @@ Products are AMX tile products where the CPU has AMX-BF16 (``SRKIT_BF16_AMX=0`` 
 rounding to bf16. The kernels marked AMX only decline elsewhere. Each returns False / None where it cannot
 serve (no build, no AVX512-BF16, turned off, not bf16 on the CPU, gradients on) and the caller runs its other
 path. The library is chosen like the
-float32 builds (cpu_kernels.py): ``SRKIT_CPU_KERNELS=off`` (or ``SRKIT_NO_CPU_KERNELS=1``) turns it off; a
+float32 builds (cpu_fp32.py): ``SRKIT_CPU_KERNELS=off`` (or ``SRKIT_NO_CPU_KERNELS=1``) turns it off; a
 forced float32 build (``SRKIT_CPU_KERNELS=avx512|avx2``) stands for a CPU without bf16 units, so this one is
 not loaded; ``SRKIT_CPU_KERNELS_LIB=folder`` loads the build in that folder (scripts/asan_kernels.sh).
 
@@ -37,7 +37,8 @@ from pathlib import Path
 import torch
 import torch.nn as nn
 
-from srkit.inference.cpu_kernels import _overlap, _pixel_stride, winograd_weights
+from srkit.inference.fast.backends import Backend, register
+from srkit.inference.fast.cpu_fp32 import _overlap, _pixel_stride, winograd_weights
 from srkit.inference.precision import _cpu_flags
 
 _ABI = 4  # cpu_bf16_avx512bf16.c's ABI must match
@@ -47,7 +48,7 @@ _LIB: ctypes.CDLL | None | bool = None  # None: not looked for yet; False: not u
 _WHY_NOT = ""
 
 # Winograd F(4,3) for the dense 3x3 convs on the AVX512-BF16 path (the AMX path runs them directly: its tile
-# products are cheap next to the transforms). Measured per CARN residual block at 640x360 on a 2-core Xeon
+# products are cheap next to the transforms). Measured per dense residual block at 640x360 on a 2-core Xeon
 # (scripts/bench_bf16_kernels.py, SRKIT_BF16_AMX=0): Winograd 165 ms, direct 301 ms (float32 kernel 113 ms,
 # oneDNN bf16 86 ms: vdpbf16ps runs half the float32 FMA's multiply-adds a cycle there).
 WINOGRAD = True
@@ -126,6 +127,11 @@ def available() -> bool:
 def unavailable_reason() -> str:
     """Why ``available()`` is False, in words ("" when it is True)."""
     return "" if available() else (_WHY_NOT or "turned off")
+
+
+BACKEND = register(Backend("cpu_bf16", "cpu", (torch.bfloat16,), "x86-64 with AVX512-BF16 (AMX-BF16 where present)",
+                           "streamed bf16 residual blocks, cascade fusions, upsampling convs, x2 tail, wide bodies",
+                           True, unavailable_reason))
 
 
 def serves(weight: torch.Tensor) -> bool:
@@ -341,7 +347,7 @@ class ConvBF16(nn.Module):
 
 
 class TailBF16(nn.Module):
-    """The bf16 form of ``srkit.inference.cpu_kernels.StreamedTail`` (its weights, repacked): from a bf16 map to
+    """The bf16 form of ``srkit.inference.fast.cpu_fp32.StreamedTail`` (its weights, repacked): from a bf16 map to
     the float32 image at twice its size. AMX only: elsewhere it declines (None) and the float32 tail runs."""
 
     def __init__(self, tail: nn.Module) -> None:
@@ -377,7 +383,7 @@ class TailBF16(nn.Module):
 
 
 class WideBodyBF16(nn.Module):
-    """The bf16 form of ``srkit.inference.cpu_kernels.StreamedWideBody`` (its weights, repacked): a bf16 map to a
+    """The bf16 form of ``srkit.inference.fast.cpu_fp32.StreamedWideBody`` (its weights, repacked): a bf16 map to a
     bf16 map (into a caller's NHWC destination, or a new tensor). AMX only: elsewhere it declines (None)."""
 
     def __init__(self, body: nn.Module) -> None:

@@ -1,61 +1,37 @@
-"""The fast inference path: same outputs (within ``FAST_PATH_ATOL`` of the plain float32 forward), less time.
-
-``prepare_fast(model)`` returns a frozen copy of the model, rewritten as the model and its blocks declare
-(``srkit.core.layers``: ``FastPath``, ``Fusion``; written down in docs/adding-a-model.md):
-
-- the frozen ``add_mean`` 1x1 conv becomes a bias folded into the declared exit conv (exact: it is the
-  identity plus a constant) and ``sub_mean`` a plain subtraction (folding it into the padded entry conv would
-  change border pixels);
-- weight normalization is baked into plain conv weights;
-- weights and activations are channels_last (NHWC) on the CPU, where oneDNN runs fastest in it;
-- with ``fuse=True`` (the default): a ``Fusion.CONV_RELU`` block and every conv + ReLU run as one oneDNN call
-  on the CPU, a ``Fusion.RESIDUAL_RELU`` block's last conv with its ``+ x`` and ReLU, a
-  ``Fusion.SE_SCALED_RESIDUAL`` block's gate and scales as one per-channel factor; cascades write every
-  block's output once into one NHWC buffer and run their 1x1 fusions as matrix products on its channel
-  prefixes; pixel shuffle gathers whole channel runs because the conv before it emits its channels in
-  shuffle order; where the model declares that its exit conv reads the upsampler's output as it is, the exit
-  conv moves into each branch of the upsampler and a branch's last x2 stage runs as one sub-pixel conv;
-- on a CPU where ``srkit.inference.cpu_kernels`` can run, 64-channel residual blocks, the cascades' 1x1
-  fusions, a x2 tail (last upsampling conv + sub-pixel exit) and other dense 3x3 convs from 64 channels run
-  as streamed kernels instead (elsewhere, and whenever they decline an input, the oneDNN form runs);
-- optionally weights are cast to half precision (``half=``: fp16 on CUDA, bf16 on CPU, where oneDNN runs
-  bf16 on the CPU's bf16 units; it changes numerics); in bf16 the image-side convs keep float32.
-
-Every module of the prepared model takes and returns tensors. Run it under ``torch.inference_mode()`` with
-inputs from ``to_fast_input``. ``fuse=False`` keeps only the portable rewrites (ONNX export uses that).
+"""The fast path's modules: what ``rewrite.prepare_fast`` puts in place of a model's parts. Each computes
+its part as the model does (within ``FAST_PATH_ATOL``), on the best backend that takes its input
+(``backends``): a streamed CPU kernel (``cpu_fp32``), else oneDNN's fused primitive (``onednn``), else
+plain PyTorch ops, which are also what runs on CUDA (``cuda``).
 """
 from __future__ import annotations
 
 import contextlib
-import copy
 import math
 import threading
 import warnings
-from pathlib import Path
 
 import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-from srkit.core.layers import (POOL_STATS, BicubicResize, CascadeRunner, FastPath, Fusion, GlobalAvgPool,
-                                MeanShift, plain_cascade)
-# the per-backend modules live in the folder of this name (fast/cpu_bf16.py): a module with a __path__ imports
-# submodules from it
-__path__ = [str(Path(__file__).with_suffix(""))]
-
-from srkit.inference import cpu_kernels
-from srkit.inference.fast import cpu_bf16
-from srkit.inference.precision import native_bf16
-from srkit.inference.cpu_kernels import (StreamedConv3x3, StreamedResidual, StreamedShuffleExit,
-                                          StreamedShuffleResize, StreamedTail, StreamedWideBody)
-
-# oneDNN's fused convolution (conv + post-ops), the kernel PyTorch's own CPU compiler emits; absent from
-# builds without oneDNN, where the fused modules run the plain ops.
-ONEDNN_BUILD = torch.backends.mkldnn.is_available() and hasattr(torch.ops.mkldnn, "_convolution_pointwise")
+from srkit.core.layers import POOL_STATS, CascadeRunner, GlobalAvgPool, MeanShift, plain_cascade
+from srkit.inference.fast import cpu_bf16, cpu_fp32, onednn
+from srkit.inference.fast.cpu_fp32 import (StreamedConv3x3, StreamedResidual, StreamedShuffleExit,
+                                           StreamedShuffleResize, StreamedTail, StreamedWideBody)
+from srkit.inference.fast.onednn import OneDNNFallbackWarning
 
 
-class OneDNNFallbackWarning(RuntimeWarning):
-    """A fused oneDNN kernel is not available for a conv on this CPU / build; that conv runs plain ops."""
+class StreamedOrPlain(nn.Module):
+    """A part with two forms: ``streamed``, a kernel that returns None for an input it does not take (or None
+    where none runs here), and ``plain(...)``, the modules it stands for, which run whenever it declines.
+    Subclasses set ``self.streamed`` (a class attribute would hide the registered submodule)."""
+
+    def plain(self, *args):
+        raise NotImplementedError
+
+    def forward(self, *args):
+        y = self.streamed(*args) if self.streamed is not None else None
+        return self.plain(*args) if y is None else y
 
 
 class _Subtract(nn.Module):
@@ -68,7 +44,9 @@ class _Subtract(nn.Module):
 
 
 class FusedConv(nn.Module):
-    """``conv(x)``, ``relu(conv(x))`` (``relu=True``) or ``relu(conv(x) + residual)`` in one oneDNN call on CPU."""
+    """``conv(x)``, ``relu(conv(x))`` (``relu=True``) or ``relu(conv(x) + residual)`` in one call: a streamed
+    kernel (a dense 3x3 from 64 channels, ``cpu_fp32``) or oneDNN's fused primitive where one takes the input,
+    else plain ops."""
 
     def __init__(self, conv: nn.Conv2d, relu: bool, out_order: torch.Tensor | None = None) -> None:
         super().__init__()
@@ -86,45 +64,28 @@ class FusedConv(nn.Module):
         # an image-side conv of a bf16 model keeps float32 (prepare_fast): it reads float32, and returns
         # ``out_dtype`` (None: float32)
         self.float32, self.out_dtype = False, None
-        # a dense 3x3 conv from 64 channels streamed by srkit.inference.cpu_kernels (AVX-512 CPUs); None otherwise
-        self.streamed = StreamedConv3x3.from_conv(self, relu) if cpu_kernels.serves(w) else None
-        # its bf16 form (srkit.inference.fast.cpu_bf16, CPUs with AVX512-BF16 / AMX-BF16), for a bf16 model
+        # a dense 3x3 conv from 64 channels streamed by cpu_fp32 (AVX-512 / AVX2 CPUs); None otherwise
+        self.streamed = StreamedConv3x3.from_conv(self, relu) if cpu_fp32.serves(w) else None
+        # its bf16 form (cpu_bf16, CPUs with AVX512-BF16 / AMX-BF16), for a bf16 model
         self.streamed_bf16 = cpu_bf16.ConvBF16.from_conv(self, relu) if cpu_bf16.serves(w) else None
         # its output in float32 when a float32 kernel reads it next (a bf16 model's x3 shuffle exit, shuffle +
         # resize): written once in float32 rather than in bf16 and then copied to float32 (_float_for)
         self.bf16_float_out = False
 
     def _onednn(self, x: torch.Tensor, binary: bool) -> bool:
-        # float32, and bf16 on a CPU with native bf16 units: oneDNN's bf16 kernels refuse other CPUs (F.conv2d
-        # does not), and its fused bf16 conv + post-ops beat F.conv2d and a separate ReLU / add there
-        if not (ONEDNN_BUILD and x.device.type == "cpu" and x.dtype == self.weight.dtype
-                and (x.dtype == torch.float32 or (x.dtype == torch.bfloat16 and native_bf16()))
-                and not torch.is_grad_enabled()):
+        if not onednn.serves(x, self.weight):
             return False
         if binary not in self._kernel_ok:
-            self._kernel_ok[binary] = self._probe(binary)
+            k = self.weight.shape[-2:]
+            tiny = torch.zeros(1, self.weight.shape[1] * self.groups, k[0] + 1, k[1] + 1,
+                               dtype=self.weight.dtype).contiguous(memory_format=torch.channels_last)
+            self._kernel_ok[binary] = onednn.probe(
+                self._call, tiny, torch.zeros_like(self._plain(tiny, None)) if binary else None)
         return self._kernel_ok[binary]
 
-    def _probe(self, binary: bool) -> bool:
-        """Run the fused kernel once on a tiny input of this conv's configuration. Only a kernel that fails
-        here counts as unavailable; a failure on real inputs afterwards (out of memory, ...) is raised."""
-        k = self.weight.shape[-2:]
-        x = torch.zeros(1, self.weight.shape[1] * self.groups, k[0] + 1, k[1] + 1, dtype=self.weight.dtype).contiguous(
-            memory_format=torch.channels_last)
-        try:
-            self._call(x, torch.zeros_like(self._plain(x, None)) if binary else None)
-            return True
-        except RuntimeError as e:
-            warnings.warn(f"oneDNN fused convolution unavailable here ({str(e).splitlines()[0]}); "
-                          f"this conv runs plain ops", OneDNNFallbackWarning, stacklevel=4)
-            return False
-
     def _call(self, x: torch.Tensor, residual: torch.Tensor | None) -> torch.Tensor:
-        args = (self.weight, self.bias, self.padding, self.stride, self.dilation, self.groups)
-        if residual is None:
-            return torch.ops.mkldnn._convolution_pointwise(x, *args, "relu" if self.relu else "none", [], "")
-        return torch.ops.mkldnn._convolution_pointwise.binary(x, residual, *args, "add", None,
-                                                               "relu" if self.relu else None, [], "")
+        return onednn.conv(x, residual, self.weight, self.bias, self.padding, self.stride, self.dilation,
+                           self.groups, self.relu)
 
     def _plain(self, x: torch.Tensor, residual: torch.Tensor | None) -> torch.Tensor:
         y = F.conv2d(x, self.weight, self.bias, self.stride, self.padding, self.dilation, self.groups)
@@ -242,8 +203,8 @@ class CascadeFuse(FusedConv, CascadeRunner):
 
     def __init__(self, conv: nn.Conv2d, relu: bool) -> None:
         super().__init__(conv, relu)
-        # the weights as the streamed kernel reads them (srkit.inference.cpu_kernels.fuse1x1); None where it does not fit
-        packed = cpu_kernels.pack_fuse(conv.weight) if relu and conv.bias is not None else None
+        # the weights as the streamed kernel reads them (srkit.inference.cpu_fp32.fuse1x1); None where it does not fit
+        packed = cpu_fp32.pack_fuse(conv.weight) if relu and conv.bias is not None else None
         self.register_buffer("packed", packed)
         # the bf16 kernel's weights and float32 bias (srkit.inference.fast.cpu_bf16.fuse1x1), for a bf16 model
         bf16 = packed is not None and cpu_bf16.serves(conv.weight)
@@ -260,13 +221,13 @@ class CascadeFuse(FusedConv, CascadeRunner):
         out = self.workspace.take((rows.shape[0], 64), rows) if self.workspace is not None else None
         if rows.dtype == torch.bfloat16:
             return None if self.packed_bf16 is None else cpu_bf16.fuse1x1(rows, self.packed_bf16, self.bias_bits, out, first)
-        return cpu_kernels.fuse1x1(rows, self.packed, self.bias, out, first)
+        return cpu_fp32.fuse1x1(rows, self.packed, self.bias, out, first)
 
     def streams(self, x: torch.Tensor) -> bool:
         """Whether ``on_buffer`` has a kernel for a cascade over ``x`` (float32 or bf16)."""
         if x.dtype == torch.bfloat16:
             return self.packed_bf16 is not None and cpu_bf16.available()
-        return self.packed is not None and cpu_kernels.available()
+        return self.packed is not None and cpu_fp32.available()
 
     @staticmethod
     def run_cascade(x: torch.Tensor, blocks: list, fuses: list["CascadeFuse"]) -> list[torch.Tensor]:
@@ -328,7 +289,7 @@ class FusedResidual(nn.Module):
         self.head = nn.Sequential(*_fuse_sequence(head))
         self.last = FusedConv(last, relu=True)
         # the whole block streamed row by row (64-channel blocks of 3x3 convs, groups 1 or 4); None otherwise
-        self.streamed = StreamedResidual.from_body(list(body)) if cpu_kernels.serves(last.weight) else None
+        self.streamed = StreamedResidual.from_body(list(body)) if cpu_fp32.serves(last.weight) else None
         self.streamed_bf16 = cpu_bf16.ResidualBF16.from_body(list(body)) if cpu_bf16.serves(last.weight) else None
 
     def write_into(self, x: torch.Tensor, out: torch.Tensor) -> bool:
@@ -455,7 +416,7 @@ class SubPixelExit(nn.Module):
         return F.pixel_shuffle(self.sub(x), self.r)
 
 
-class SubPixelTail(nn.Module):
+class SubPixelTail(StreamedOrPlain):
     """A branch's last stage ``relu(conv(x))``, pixel shuffle x2, then the model's exit conv, computed as
     ``SubPixelExit(relu(conv(x)))``; on a CPU where the streamed tail kernel runs, as one kernel that never
     stores the conv's 4C-channel output."""
@@ -464,20 +425,19 @@ class SubPixelTail(nn.Module):
         super().__init__()
         self.up = FusedConv(conv, relu=True)
         self.exit = SubPixelExit(exit_conv)
-        self.streamed = StreamedTail.from_convs(self.up, self.exit.sub) if cpu_kernels.serves(conv.weight) else None
+        self.streamed = StreamedTail.from_convs(self.up, self.exit.sub) if cpu_fp32.serves(conv.weight) else None
         self.streamed_bf16 = cpu_bf16.TailBF16(self.streamed) \
             if self.streamed is not None and cpu_bf16.serves(conv.weight) else None
+
+    def plain(self, x: torch.Tensor) -> torch.Tensor:
+        return self.exit(self.up(x))
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         if self.streamed_bf16 is not None and x.dtype == torch.bfloat16:
             y = self.streamed_bf16(x)
             if y is not None:
                 return y
-        if self.streamed is not None:
-            y = self.streamed(_float_for(self.streamed, x))
-            if y is not None:
-                return y
-        return self.exit(self.up(x))
+        return _float_streamed_or_plain(self, x)
 
 
 def _float_for(streamed: nn.Module, x: torch.Tensor) -> torch.Tensor:
@@ -488,7 +448,13 @@ def _float_for(streamed: nn.Module, x: torch.Tensor) -> torch.Tensor:
     return x.float() if x.dtype == torch.bfloat16 and keeps else x
 
 
-class ShuffleExit(nn.Module):
+def _float_streamed_or_plain(part: StreamedOrPlain, x: torch.Tensor, *args) -> torch.Tensor:
+    """``part``'s float32 streamed kernel on ``_float_for`` its input, else its plain form on the input as given."""
+    y = part.streamed(_float_for(part.streamed, x), *args) if part.streamed is not None else None
+    return part.plain(x, *args) if y is None else y
+
+
+class ShuffleExit(StreamedOrPlain):
     """A branch's last shuffle (by 3) and the model's exit conv after it: on a CPU where the streamed kernel
     runs, the exit conv reads the conv's unshuffled output (``StreamedShuffleExit``) and the shuffled
     64-channel map, 9 times the input's pixels, is never made; elsewhere the two modules as they are."""
@@ -497,17 +463,16 @@ class ShuffleExit(nn.Module):
         super().__init__()
         self.shuffle, self.exit = shuffle, exit_conv
         self.streamed = StreamedShuffleExit.from_conv(exit_conv, shuffle.r, shuffle.groups) \
-            if cpu_kernels.serves(exit_conv.weight) else None
+            if cpu_fp32.serves(exit_conv.weight) else None
 
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        if self.streamed is not None:
-            y = self.streamed(_float_for(self.streamed, x))
-            if y is not None:
-                return y
+    def plain(self, x: torch.Tensor) -> torch.Tensor:
         return self.exit(self.shuffle(x))
 
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return _float_streamed_or_plain(self, x)
 
-class ShuffleResize(nn.Module):
+
+class ShuffleResize(StreamedOrPlain):
     """A declared resize (``FastPath.resize``) given the upsampler's output before its last pixel shuffle: on
     a CPU where the streamed kernel runs, the shuffle and the bicubic resize as one pass
     (``StreamedShuffleResize``: the shuffled map is never made); elsewhere the shuffle, then the resize."""
@@ -516,55 +481,11 @@ class ShuffleResize(nn.Module):
         super().__init__()
         self.shuffle, self.resize, self.streamed = shuffle, resize, streamed
 
-    def forward(self, x: torch.Tensor, out_hw: tuple[int, int], factor: float) -> torch.Tensor:
-        if self.streamed is not None:
-            y = self.streamed(_float_for(self.streamed, x), out_hw, factor)
-            if y is not None:
-                return y
+    def plain(self, x: torch.Tensor, out_hw: tuple[int, int], factor: float) -> torch.Tensor:
         return self.resize(self.shuffle(x), out_hw, factor)
 
-
-def _shuffle_into_resize(fast: nn.Module, name: str, upsampler: nn.Module) -> None:
-    """Hand the declared resize ``name`` the upsampler's output before its last shuffle (one branch only)."""
-    branches = [m for m in upsampler.modules() if isinstance(m, nn.Sequential)]
-    if len(branches) != 1 or len(branches[0]) < 2 or not isinstance(branches[0][-1], _ShuffleNHWC):
-        return
-    seq = branches[0]
-    shuffle, conv = seq[-1], seq[-2]
-    del seq[len(seq) - 1]
-    streamed = StreamedShuffleResize(shuffle.r, shuffle.groups) \
-        if isinstance(conv, FusedConv) and cpu_kernels.serves(conv.weight) else None
-    if streamed is not None:
-        conv.bf16_float_out = True
-    setattr(fast, name, ShuffleResize(shuffle, getattr(fast, name), streamed))
-
-
-def _shuffle_stages(seq: nn.Module) -> bool:
-    """Whether ``seq`` is an upsampling branch of [conv, ReLU, PixelShuffle(r)] stages."""
-    mods = list(seq) if isinstance(seq, nn.Sequential) else []
-    return bool(mods) and len(mods) % 3 == 0 and all(
-        isinstance(mods[i], nn.Conv2d) and isinstance(mods[i + 1], nn.ReLU) and isinstance(mods[i + 2], nn.PixelShuffle)
-        for i in range(0, len(mods), 3))
-
-
-def _move_exit_into_branches(upsampler: nn.Module, exit_conv: nn.Conv2d) -> bool:
-    """Give every branch of ``upsampler`` the exit conv at its end (a last x2 stage becomes a SubPixelTail).
-    False (nothing changed) unless every ``nn.Sequential`` in it is such a branch."""
-    branches = [m for m in upsampler.modules() if isinstance(m, nn.Sequential)]
-    if not branches or not all(_shuffle_stages(b) for b in branches):
-        return False
-    for seq in branches:
-        mods = list(seq)
-        conv, shuffle = mods[-3], mods[-1]
-        if shuffle.upscale_factor == 2:
-            mods[-3:] = [SubPixelTail(conv, exit_conv)]
-        else:
-            mods.append(copy.deepcopy(exit_conv))
-        for i in range(len(seq)):
-            del seq[0]
-        for m in mods:
-            seq.append(m)
-    return True
+    def forward(self, x: torch.Tensor, out_hw: tuple[int, int], factor: float) -> torch.Tensor:
+        return _float_streamed_or_plain(self, x, out_hw, factor)
 
 
 def _fuse_sequence(mods: list[nn.Module], nhwc: bool = True) -> list[nn.Module]:
@@ -597,150 +518,19 @@ def _fuse_sequence(mods: list[nn.Module], nhwc: bool = True) -> list[nn.Module]:
     return [m for m in out if m is not None]
 
 
-class WideBody(nn.Module):
+class WideBody(StreamedOrPlain):
     """A wide-activation body (1x1 to a wide map, ReLU, 1x1, 3x3) as one streamed kernel: the wide maps are
-    never stored; ``plain`` (its fused convs) runs wherever the kernel declines."""
+    never stored; ``body`` (its fused convs) runs wherever the kernel declines."""
 
-    def __init__(self, streamed: StreamedWideBody, plain: nn.Sequential) -> None:
+    def __init__(self, streamed: StreamedWideBody, body: nn.Sequential) -> None:
         super().__init__()
-        self.streamed, self.plain = streamed, plain
+        self.streamed, self.body = streamed, body
         self.streamed_bf16 = cpu_bf16.WideBodyBF16(streamed) if cpu_bf16.serves(streamed.w1) else None
+
+    def plain(self, x: torch.Tensor) -> torch.Tensor:
+        return self.body(x)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         y = self.streamed_bf16(x) if self.streamed_bf16 is not None and x.dtype == torch.bfloat16 else None
-        if y is None:
-            y = self.streamed(x)
-        return y if y is not None else self.plain(x)
+        return super().forward(x) if y is None else y
 
-
-def _first_weight(seq: nn.Module) -> torch.Tensor:
-    return next(iter(seq.parameters()), next(iter(seq.buffers()), torch.empty(0)))
-
-
-def _fuse(module: nn.Module, nhwc: bool) -> None:
-    """Rewrite, in place, every part whose forward matches a fused kernel (see each block's class attribute)."""
-    for name, child in list(module.named_children()):
-        fusion = getattr(type(child), "fusion", None)
-        if fusion is Fusion.CONV_RELU:
-            conv = child.conv
-            pointwise = conv.kernel_size == (1, 1) and conv.stride == (1, 1) and conv.groups == 1
-            new: nn.Module = CascadeFuse(conv, True) if pointwise else FusedConv(conv, True)
-        elif fusion is Fusion.RESIDUAL_RELU:
-            new = FusedResidual(child.body)
-        elif fusion is Fusion.SE_SCALED_RESIDUAL:
-            _fuse(child, nhwc)  # its body and gate first
-            new = SEScaledResidual(child)
-        elif isinstance(child, (FusedConv, SubPixelTail, SubPixelExit, WideBody, SEScaledResidual, ShuffleExit)):
-            continue
-        elif isinstance(child, nn.Sequential):
-            _fuse(child, nhwc)
-            streamed = StreamedWideBody.from_body(list(child)) if cpu_kernels.serves(_first_weight(child)) else None
-            new = nn.Sequential(*_fuse_sequence(list(child), nhwc))
-            if streamed is not None:
-                new = WideBody(streamed, new)
-        else:
-            _fuse(child, nhwc)
-            continue
-        setattr(module, name, new)
-
-
-def _bake_weight_norm(model: nn.Module) -> None:
-    """Replace every weight-normalized conv (a Conv2d subclass with ``effective_weight()``) by a plain one."""
-    for parent in list(model.modules()):
-        for name, child in list(parent.named_children()):
-            if isinstance(child, nn.Conv2d) and callable(getattr(child, "effective_weight", None)):
-                w = child.effective_weight()
-                conv = nn.Conv2d(child.in_channels, child.out_channels, child.kernel_size, child.stride,
-                                 child.padding, groups=child.groups, bias=child.bias is not None,
-                                 device=w.device, dtype=w.dtype)
-                with torch.no_grad():
-                    conv.weight.copy_(w)
-                    if child.bias is not None:
-                        conv.bias.copy_(child.bias)
-                setattr(parent, name, conv)
-
-
-def nhwc_for(device: torch.device, half: torch.dtype | None) -> bool:
-    """The default activation layout: channels_last on the CPU (oneDNN) and in half precision (tensor cores);
-    cuDNN's float32 kernels with TF32 off ran slower in it than in NCHW on an H200 (docs/performance.md)."""
-    return device.type == "cpu" or half is not None
-
-
-def prepare_fast(model: nn.Module, half: torch.dtype | None = None, fuse: bool = True,
-                 nhwc: bool | None = None) -> nn.Module:
-    """A frozen inference copy of ``model`` (see the module docstring); ``model`` itself is not changed.
-    ``nhwc``: the activation layout (None: :func:`nhwc_for` the model's device); inputs must be given in it
-    (``to_fast_input(x, half, nhwc)``)."""
-    fast = copy.deepcopy(model).eval()
-    _bake_weight_norm(fast)
-    spec = getattr(type(model), "fast_path", None) or FastPath()
-    exit_conv = getattr(fast, spec.exit_conv, None) if spec.exit_conv else None
-    if isinstance(getattr(fast, "add_mean", None), MeanShift) and isinstance(exit_conv, nn.Conv2d) \
-            and exit_conv.bias is not None:
-        with torch.no_grad():
-            exit_conv.bias.add_(fast.add_mean.shifter.bias)
-        fast.add_mean = nn.Identity()
-    if isinstance(getattr(fast, "sub_mean", None), MeanShift):
-        fast.sub_mean = _Subtract(fast.sub_mean)
-    upsampler = getattr(fast, spec.upsampler, None) if spec.upsampler else None
-    resize = getattr(fast, spec.resize, None) if spec.resize else None
-    if fuse and resize is None and isinstance(upsampler, nn.Module) and isinstance(exit_conv, nn.Conv2d) \
-            and exit_conv.kernel_size == (3, 3) and exit_conv.padding == (1, 1) and exit_conv.groups == 1 \
-            and _move_exit_into_branches(upsampler, exit_conv):
-        setattr(fast, spec.exit_conv, nn.Identity())
-    if nhwc is None:
-        nhwc = nhwc_for(next(iter(model.parameters()), torch.empty(0)).device, half)
-    if fuse:
-        _fuse(fast, nhwc)
-        if isinstance(resize, BicubicResize) and isinstance(upsampler, nn.Module):
-            _shuffle_into_resize(fast, spec.resize, upsampler)
-    if nhwc:
-        fast = fast.to(memory_format=torch.channels_last)
-    fast.workspace = Workspace()
-    for m in fast.modules():  # the cascades and the streamed kernels take their memory from it
-        if hasattr(m, "workspace") and m is not fast:
-            m.workspace = fast.workspace
-    if half is not None:
-        # bf16 (8 mantissa bits) would round the image itself: an output level of 0.5..1 to 1/256, a grey level.
-        # The convs that read or write the image's channels, and the mean subtraction, keep float32 (a few
-        # percent of the Mult-Adds); the 64-channel features between them run in bf16.
-        if half == torch.bfloat16:
-            for parent in list(fast.modules()):  # an entry conv left plain becomes a FusedConv to be kept float32
-                for name, child in list(parent.named_children()):
-                    if type(child) is nn.Conv2d and child.padding_mode == "zeros" \
-                            and not isinstance(child.padding, str) and _image_side(FusedConv(child, False)):
-                        setattr(parent, name, FusedConv(child, False))
-        edges = [m for m in fast.modules() if half == torch.bfloat16 and _image_side(m)]
-        if half == torch.bfloat16 and cpu_bf16.available():
-            # the float32 streamed kernels with no bf16 form (the x2 tail, the x3 shuffle exit, the shuffle +
-            # resize) read a float32 copy of their bf16 input (_float_for): their weights stay float32. Measured
-            # faster than oneDNN's bf16 upsampling conv + the float32 exit conv (scripts/bench_bf16_kernels.py).
-            edges += [m for m in fast.modules() if isinstance(m, (StreamedTail, StreamedShuffleExit, StreamedShuffleResize))]
-        kept = [{k: b for k, b in m._buffers.items()} for m in edges]
-        fast = fast.to(half)
-        for m, bufs in zip(edges, kept):
-            m._buffers.update(bufs)
-            if isinstance(m, FusedConv):
-                m.float32, m.out_dtype = True, half if m.weight.shape[1] * m.groups == 3 else None
-                m.streamed = None  # its packed weights were cast; none of the image-side convs has one anyway
-    for p in fast.parameters():
-        p.requires_grad_(False)
-    return fast
-
-
-def _image_side(m: nn.Module) -> bool:
-    """The mean subtraction, and a conv from the image's 3 channels or to 3 per sub-pixel phase (3 r^2)."""
-    if isinstance(m, _Subtract):
-        return True
-    if not isinstance(m, FusedConv):
-        return False
-    out, into = m.weight.shape[0], m.weight.shape[1] * m.groups
-    return into == 3 or out in (3 * r * r for r in range(1, 5))
-
-
-def to_fast_input(x: torch.Tensor, dtype: torch.dtype | None = None, nhwc: bool | None = None) -> torch.Tensor:
-    """``x`` as the prepared model of ``prepare_fast(model, half=dtype, nhwc=nhwc)`` on ``x.device`` takes it
-    (a bf16 model reads float32: its image-side convs keep float32)."""
-    if nhwc_for(x.device, dtype) if nhwc is None else nhwc:
-        x = x.contiguous(memory_format=torch.channels_last)
-    return x if dtype in (None, torch.bfloat16) else x.to(dtype)

@@ -1,4 +1,6 @@
-/* Streamed kernels for the CPU fast path's 64-channel parts (Python side: srkit/inference/cpu_kernels.py).
+#ifndef SRKIT_FP32_STREAMED_H
+#define SRKIT_FP32_STREAMED_H
+/* Streamed kernels for the CPU fast path's 64-channel parts (Python side: srkit/inference/fast/cpu_fp32.py).
 
 Why: at 64 channels such a layer is bound by memory traffic as much as by arithmetic. One library
 call per conv reads and writes a full-size tensor (59 MB at 640x360), and each block output is then copied
@@ -27,183 +29,27 @@ multiplications; the dense convs gain 1.4-1.6x, the grouped ones little), else d
 float32 with a pixel stride (the channels of the buffer they live in). One thread per band of output rows; a
 band recomputes the halo rows it needs.
 
-Two builds of this one source (setup.py): AVX-512F (16 floats a register, 32 registers) and, with
--DSRKIT_AVX2, AVX2 + FMA (8 floats, 16 registers). The code works on 16-float vectors (v16: one zmm, or a pair
-of ymm); only the innermost products are written twice, register-blocked to fit each register file. The
+One build per instruction set (setup.py), each a file of its own that includes this shared part:
+fp32_avx512.c (AVX-512F: 16 floats a register, 32 registers) and fp32_avx2.c (AVX2 + FMA: 8 floats, 16
+registers). The shared code works on 16-float vectors (v16: one zmm, or a pair of ymm); only the innermost
+products are written per instruction set, register-blocked to fit its register file. The
 caller checks the CPU. Every entry point checks the strides and sizes it relies on and returns -1 for any
 it does not serve. */
-#include <immintrin.h>
 #include <pthread.h>
 #include <stdint.h>
 #include <stdlib.h>
 #include <string.h>
 
 #define MAX3 4        /* most 3x3 convs in one body */
-#define ABI 6         /* bump with any change of the exported functions (srkit/inference/cpu_kernels.py: _ABI) */
+#define ABI 6         /* bump with any change of the exported functions (srkit/inference/fast/cpu_fp32.py: _ABI) */
 
 /* The version of the exported functions' arguments: a library built from older source is not called. */
 int srkit_kernels_abi(void) { return ABI; }
 #define MAXTHREADS 64
 
-#ifdef SRKIT_AVX2
-#define VARIANT 2
-typedef struct { __m256 lo, hi; } v16;
-static inline v16 v_load(const float *p) { v16 r = {_mm256_load_ps(p), _mm256_load_ps(p + 8)}; return r; }
-static inline v16 v_loadu(const float *p) { v16 r = {_mm256_loadu_ps(p), _mm256_loadu_ps(p + 8)}; return r; }
-static inline void v_store(float *p, v16 a) { _mm256_store_ps(p, a.lo); _mm256_store_ps(p + 8, a.hi); }
-static inline void v_storeu(float *p, v16 a) { _mm256_storeu_ps(p, a.lo); _mm256_storeu_ps(p + 8, a.hi); }
-static inline v16 v_zero(void) { v16 r = {_mm256_setzero_ps(), _mm256_setzero_ps()}; return r; }
-static inline v16 v_set1(float x) { v16 r = {_mm256_set1_ps(x), _mm256_set1_ps(x)}; return r; }
-#define V2(NAME, OP) static inline v16 NAME(v16 a, v16 b) { v16 r = {OP(a.lo, b.lo), OP(a.hi, b.hi)}; return r; }
-V2(v_add, _mm256_add_ps)
-V2(v_sub, _mm256_sub_ps)
-V2(v_mul, _mm256_mul_ps)
-V2(v_max, _mm256_max_ps)
-static inline v16 v_fmadd(v16 a, v16 b, v16 c) {
-    v16 r = {_mm256_fmadd_ps(a.lo, b.lo, c.lo), _mm256_fmadd_ps(a.hi, b.hi, c.hi)}; return r;
-}
-static inline v16 v_fnmadd(v16 a, v16 b, v16 c) {
-    v16 r = {_mm256_fnmadd_ps(a.lo, b.lo, c.lo), _mm256_fnmadd_ps(a.hi, b.hi, c.hi)}; return r;
-}
-#else
-#define VARIANT 1
-typedef __m512 v16;
-#define v_load _mm512_load_ps
-#define v_loadu _mm512_loadu_ps
-#define v_store _mm512_store_ps
-#define v_storeu _mm512_storeu_ps
-#define v_zero _mm512_setzero_ps
-#define v_set1 _mm512_set1_ps
-#define v_add _mm512_add_ps
-#define v_sub _mm512_sub_ps
-#define v_mul _mm512_mul_ps
-#define v_max _mm512_max_ps
-#define v_fmadd _mm512_fmadd_ps
-#define v_fnmadd _mm512_fnmadd_ps
-#endif
-
 /* Which instruction set this build is for: 1 AVX-512F, 2 AVX2 + FMA. */
 int srkit_kernels_variant(void) { return VARIANT; }
 
-#ifndef SRKIT_AVX2
-/* acc[p][m] += sum over input channels k < K of src[p * PS + k] * wk[k][m] for P pixels and M vectors of 16
-   output channels. K, P, M (and PS where given as a constant) are compile-time constants, so that the P*M
-   accumulators and the input offsets stay in registers. */
-#define ACCUMULATE(P, M, K, PS, src, wk, acc)                                                               \
-    for (int k = 0; k < (K); k++) {                                                                          \
-        __m512 wv[M];                                                                                        \
-        _Pragma("GCC unroll 8") for (int m = 0; m < (M); m++)                                               \
-            wv[m] = _mm512_loadu_ps((wk) + (long)k * (M) * 16 + m * 16);                                    \
-        _Pragma("GCC unroll 64") for (int p = 0; p < (P); p++) {                                            \
-            __m512 b = _mm512_set1_ps((src)[(long)p * (PS) + k]);                                           \
-            _Pragma("GCC unroll 8") for (int m = 0; m < (M); m++)                                           \
-                acc[p * (M) + m] = _mm512_fmadd_ps(b, wv[m], acc[p * (M) + m]);                             \
-        }                                                                                                    \
-    }
-
-/* out[(x0 + p) * 16M + 16m] = sum over taps (ky, kx) and input channels k of
-   rows[ky][(x0 + p + kx) * K + k] * w[ky][kx][k][m]: a KSxKS conv of padded rows of K channels. */
-#define KERNEL(NAME, KS, P, M, K)                                                                         \
-    static inline __attribute__((always_inline)) void NAME(const float *const *rows, const float *w,     \
-                                                           float *out, int x0) {                          \
-        __m512 acc[P * M];                                                                                \
-        _Pragma("GCC unroll 64") for (int i = 0; i < P * M; i++) acc[i] = _mm512_setzero_ps();            \
-        for (int ky = 0; ky < KS; ky++)                                                                   \
-            for (int kx = 0; kx < KS; kx++) {                                                             \
-                const float *src = rows[ky] + (long)(x0 + kx) * K;                                        \
-                const float *wk = w + (long)(ky * KS + kx) * K * M * 16;                                  \
-                ACCUMULATE(P, M, K, K, src, wk, acc)                                                      \
-            }                                                                                             \
-        _Pragma("GCC unroll 64") for (int p = 0; p < P; p++)                                              \
-            _Pragma("GCC unroll 8") for (int m = 0; m < M; m++)                                           \
-                _mm512_store_ps(out + (long)(x0 + p) * M * 16 + m * 16, acc[p * M + m]);                  \
-    }
-/* grouped 3x3, 16 channels per group in and out (a grouped residual block), 28 pixels a block */
-KERNEL(conv3_g16, 3, 28, 1, 16)
-/* grouped 3x3, 16 channels per group in, 64 out (a grouped upsampling conv) */
-KERNEL(conv3_g16m4, 3, 6, 4, 16)
-/* dense 3x3 and 1x1 with 64 channels in and out, 6 pixels a block */
-KERNEL(conv3_d64, 3, 6, 4, 64)
-KERNEL(conv1_d64, 1, 6, 4, 64)
-
-/* out[p * 16M + 16m] = sum over k < K of src[p * K + k] * w[k][m], P rows of a [rows][K] matrix */
-#define GEMM(NAME, P, M, K)                                                                               \
-    static inline __attribute__((always_inline)) void NAME(const float *src, const float *w, float *out) {\
-        __m512 acc[P * M];                                                                                \
-        _Pragma("GCC unroll 64") for (int i = 0; i < P * M; i++) acc[i] = _mm512_setzero_ps();            \
-        ACCUMULATE(P, M, K, K, src, w, acc)                                                               \
-        _Pragma("GCC unroll 64") for (int p = 0; p < P; p++)                                              \
-            _Pragma("GCC unroll 8") for (int m = 0; m < M; m++)                                           \
-                _mm512_store_ps(out + (long)p * M * 16 + m * 16, acc[p * M + m]);                         \
-    }
-GEMM(gemm_g16, 28, 1, 48)   /* Winograd: 3 rows x 16 channels in, 16 out */
-GEMM(gemm_d64, 6, 4, 192)   /* Winograd: 3 rows x 64 channels in, 64 out */
-GEMM(gemm_g16m4, 6, 4, 48)  /* Winograd: 3 rows x 16 channels in, 64 out */
-GEMM(gemm_k64, 6, 4, 64)    /* a wide body's first 1x1: 64 in, a 64-channel chunk out */
-GEMM(gemm_k64n, 6, 4, 64)   /* a wide body's second 1x1: a 64-channel chunk of its input, 64 out */
-
-#else
-/* AVX2: the same products register-blocked for 16 ymm registers. a[p][0..1] += sum over k < K of
-   src[p * PS + k] * wk[k * WS + 0..15] for PB pixels: 2 PB accumulators, 2 weight registers, 1 broadcast. */
-#define ACC2(PB, K, PS, WS, src, wk, a)                                                                      \
-    for (int k = 0; k < (K); k++) {                                                                          \
-        const __m256 w0 = _mm256_loadu_ps((wk) + (long)k * (WS)), w1 = _mm256_loadu_ps((wk) + (long)k * (WS) + 8); \
-        _Pragma("GCC unroll 8") for (int p = 0; p < (PB); p++) {                                             \
-            const __m256 b = _mm256_set1_ps((src)[(long)p * (PS) + k]);                                     \
-            a[p][0] = _mm256_fmadd_ps(b, w0, a[p][0]);                                                       \
-            a[p][1] = _mm256_fmadd_ps(b, w1, a[p][1]);                                                       \
-        }                                                                                                    \
-    }
-/* pixels a register block: 6 where P allows it, else 4 (P is 6 or 28) */
-#define PB(P) ((P) % 6 == 0 ? 6 : 4)
-#define ZERO2(PB, a) _Pragma("GCC unroll 8") for (int p = 0; p < (PB); p++) a[p][0] = a[p][1] = _mm256_setzero_ps();
-#define STORE2(PB, a, dst, stride)                                                                           \
-    _Pragma("GCC unroll 8") for (int p = 0; p < (PB); p++) {                                                 \
-        _mm256_store_ps((dst) + (long)p * (stride), a[p][0]);                                                \
-        _mm256_store_ps((dst) + (long)p * (stride) + 8, a[p][1]);                                            \
-    }
-
-/* out[(x0 + p) * 16M + 16m] = sum over taps (ky, kx) and input channels k of
-   rows[ky][(x0 + p + kx) * K + k] * w[ky][kx][k][m]: a KSxKS conv of padded rows of K channels. */
-#define KERNEL(NAME, KS, P, M, K)                                                                         \
-    static inline __attribute__((always_inline)) void NAME(const float *const *rows, const float *w,     \
-                                                           float *out, int x0) {                          \
-        for (int m = 0; m < (M); m++)                                                                     \
-            for (int pb = 0; pb < (P); pb += PB(P)) {                                                     \
-                __m256 a[PB(P)][2];                                                                       \
-                ZERO2(PB(P), a)                                                                           \
-                for (int ky = 0; ky < KS; ky++)                                                           \
-                    for (int kx = 0; kx < KS; kx++) {                                                     \
-                        const float *src = rows[ky] + (long)(x0 + pb + kx) * K;                           \
-                        const float *wk = w + (long)(ky * KS + kx) * K * M * 16 + m * 16;                 \
-                        ACC2(PB(P), K, K, M * 16, src, wk, a)                                             \
-                    }                                                                                     \
-                STORE2(PB(P), a, out + (long)(x0 + pb) * M * 16 + m * 16, M * 16)                         \
-            }                                                                                             \
-    }
-KERNEL(conv3_g16, 3, 28, 1, 16)
-KERNEL(conv3_g16m4, 3, 6, 4, 16)
-KERNEL(conv3_d64, 3, 6, 4, 64)
-KERNEL(conv1_d64, 1, 6, 4, 64)
-
-/* out[p * 16M + 16m] = sum over k < K of src[p * K + k] * w[k][m], P rows of a [rows][K] matrix */
-#define GEMM(NAME, P, M, K)                                                                               \
-    static inline __attribute__((always_inline)) void NAME(const float *src, const float *w, float *out) {\
-        for (int m = 0; m < (M); m++)                                                                     \
-            for (int pb = 0; pb < (P); pb += PB(P)) {                                                     \
-                __m256 a[PB(P)][2];                                                                       \
-                ZERO2(PB(P), a)                                                                           \
-                ACC2(PB(P), K, K, M * 16, src + (long)pb * K, w + m * 16, a)                              \
-                STORE2(PB(P), a, out + (long)pb * M * 16 + m * 16, M * 16)                                \
-            }                                                                                             \
-    }
-GEMM(gemm_g16, 28, 1, 48)
-GEMM(gemm_d64, 6, 4, 192)
-GEMM(gemm_g16m4, 6, 4, 48)
-GEMM(gemm_k64, 6, 4, 64)
-GEMM(gemm_k64n, 6, 4, 64)
-
-#endif
 
 /* A 3x3 conv (padding 1) of one output row as 1-D Winograd F(4,3) along the row: per tile of 4 output
    pixels, each of the three input rows is transformed to 6 values (BT d), the 6 products are GEMMs over
@@ -499,40 +345,6 @@ typedef struct {
     int h0, h1;
 } tail_t;
 
-#ifndef SRKIT_AVX2
-static inline __attribute__((always_inline)) void exit_block(const float *const *rows, const float *w,
-                                                             const unsigned char *mask, float *out, int x0) {
-    __m512 acc[28];
-    _Pragma("GCC unroll 64") for (int i = 0; i < 28; i++) acc[i] = _mm512_setzero_ps();
-    for (int ky = 0; ky < 3; ky++)
-        for (int kx = 0; kx < 3; kx++)
-            for (int q = 0; q < 4; q++) {
-                const int tq = (ky * 3 + kx) * 4 + q;
-                if (!mask[tq]) continue;
-                const float *src = rows[ky] + (long)(x0 + kx) * 256 + q * 64;
-                const float *wk = w + (long)tq * 64 * 16;
-                ACCUMULATE(28, 1, 64, 256, src, wk, acc)
-            }
-    _Pragma("GCC unroll 64") for (int p = 0; p < 28; p++) _mm512_store_ps(out + (long)(x0 + p) * 16, acc[p]);
-}
-#else
-static inline __attribute__((always_inline)) void exit_block(const float *const *rows, const float *w,
-                                                             const unsigned char *mask, float *out, int x0) {
-    for (int pb = 0; pb < 28; pb += 4) {
-        __m256 a[4][2];
-        ZERO2(4, a)
-        for (int ky = 0; ky < 3; ky++)
-            for (int kx = 0; kx < 3; kx++)
-                for (int q = 0; q < 4; q++) {
-                    const int tq = (ky * 3 + kx) * 4 + q;
-                    if (!mask[tq]) continue;
-                    const float *src = rows[ky] + (long)(x0 + pb + kx) * 256 + q * 64;
-                    ACC2(4, 64, 256, 16, src, w + (long)tq * 64 * 16, a)
-                }
-        STORE2(4, a, out + (long)(x0 + pb) * 16, 16)
-    }
-}
-#endif
 
 static void *run_tail(void *arg) {
     tail_t *j = (tail_t *)arg;
@@ -619,11 +431,6 @@ int srkit_subpixel_tail(const float *x, long xs, int H, int W, int G, const floa
    low-resolution row is copied once, phase-major, into a zero-padded ring of three rows, and each output
    pixel's 3x3 taps are phase blocks of the 3x3 low-resolution neighbourhood; blocks whose weights are all
    zero are skipped (25 of 81 at R = 3). The 64-channel map at R^2 times the pixels is never stored. */
-#ifdef SRKIT_AVX2
-#define SXP 3                       /* pixels a register block: 2 x 2 ymm accumulators each, 16 registers */
-#else
-#define SXP 14                      /* 2 zmm accumulators each, 32 registers */
-#endif
 typedef struct {
     const float *x; long xs;
     int H, W, G, R;
@@ -784,7 +591,6 @@ typedef struct {
 
 static void *run_fuse(void *arg) {
     fuse_t *j = (fuse_t *)arg;
-    const v16 zero = v_zero();
     float tmp[6 * 64] __attribute__((aligned(64)));
     float pad[6 * 64 * MAX3] __attribute__((aligned(64)));  /* the last, partial block of pixels */
     for (long p0 = j->p0; p0 < j->p1; p0 += 6) {
@@ -800,30 +606,7 @@ static void *run_fuse(void *arg) {
             src = src0 = pad;
             stride = stride0 = 64 * j->nchunks;
         }
-#ifndef SRKIT_AVX2
-        __m512 acc[24];
-        for (int i = 0; i < 24; i++) acc[i] = zero;
-        ACCUMULATE(6, 4, 64, stride0, src0, j->w, acc)
-        for (int c = 1; c < j->nchunks; c++) {
-            const float *s = src + c * 64, *wk = j->w + (long)c * 64 * 64;
-            ACCUMULATE(6, 4, 64, stride, s, wk, acc)
-        }
-        for (int p = 0; p < 6; p++)
-            for (int m = 0; m < 4; m++)
-                v_store(tmp + p * 64 + m * 16, v_max(v_add(acc[p * 4 + m], v_loadu(j->b + m * 16)), zero));
-#else
-        for (int m = 0; m < 4; m++) {
-            __m256 a[6][2];
-            ZERO2(6, a)
-            ACC2(6, 64, stride0, 64, src0, j->w + m * 16, a)
-            for (int c = 1; c < j->nchunks; c++)
-                ACC2(6, 64, stride, 64, src + c * 64, j->w + (long)c * 64 * 64 + m * 16, a)
-            for (int p = 0; p < 6; p++) {
-                v16 r = {a[p][0], a[p][1]};
-                v_store(tmp + p * 64 + m * 16, v_max(v_add(r, v_loadu(j->b + m * 16)), zero));
-            }
-        }
-#endif
+        fuse_pixels6(src0, stride0, src, stride, j->nchunks, j->w, j->b, tmp);
         for (int p = 0; p < np; p++) memcpy(j->y + (p0 + p) * j->ys, tmp + p * 64, sizeof(float) * 64);
     }
     return NULL;
@@ -1047,3 +830,4 @@ int srkit_gconv3x3(const float *x, long xs, int H, int W, int per, const float *
                             .ys = ys, .h0 = (int)((long)H * t / n), .h1 = (int)((long)H * (t + 1) / n)};
     return parallel(run_gconv, jobs, sizeof(gconv_t), n);
 }
+#endif

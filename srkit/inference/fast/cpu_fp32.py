@@ -1,4 +1,6 @@
-"""Streamed CPU kernels for the fast path's 64-channel parts (``srkit/_cpu_kernels.c``; why: its header).
+"""The CPU float32 backend: streamed kernels for the fast path's 64-channel parts (C sources in ``csrc/``, one
+file per instruction set, ``fp32_avx512.c`` and ``fp32_avx2.c``, around the shared ``fp32_streamed.h``; why
+they exist: its header).
 
 - ``StreamedResidual``: a residual block of 3x3 convs (3x3, ReLU, 3x3) or an efficient one (grouped 3x3,
   ReLU, grouped 3x3, ReLU, 1x1), ``relu(body(x) + x)`` written into any NHWC destination (a slice of the
@@ -11,14 +13,13 @@
 - ``StreamedWideBody``: a wide-activation body (1x1 from 64 channels to 64 n, ReLU, 1x1 to at most 64, 3x3
   to 64), by rows: its wide maps are never stored.
 
-Each returns False / None when it cannot run here (no compiled kernel, a CPU without AVX-512, not float32
-on the CPU, gradients on), and the caller runs the oneDNN path instead: the two agree to rounding (tested).
-Two builds of ``_cpu_kernels.c`` (setup.py, each optional: a failed build only loses it): AVX-512F and
-AVX2 + FMA. The best one this CPU runs is loaded with ctypes (which releases the GIL for each call):
-AVX-512 where torch reports AVX512 or AMX, else AVX2. ``SRKIT_CPU_KERNELS=avx512|avx2|off`` chooses instead
-(``avx2`` on an AVX-512 CPU runs the AVX2 build; ``SRKIT_NO_CPU_KERNELS=1`` is ``off``), and
-``SRKIT_CPU_KERNELS_LIB=folder`` loads the builds in that folder (scripts/asan_kernels.sh's
-AddressSanitizer builds).
+Each returns False / None when it cannot run here (no compiled kernel, a CPU without AVX-512 or AVX2, not
+float32 on the CPU, gradients on), and the caller runs the oneDNN path instead (``onednn``): the two agree to
+rounding (tested). Two builds (setup.py, each optional: a failed build only loses it): AVX-512F and AVX2 + FMA.
+The best one this CPU runs is loaded with ctypes (which releases the GIL for each call): AVX-512 where torch
+reports AVX512 or AMX, else AVX2. ``SRKIT_CPU_KERNELS=avx512|avx2|off`` chooses instead (``avx2`` on an
+AVX-512 CPU runs the AVX2 build; ``SRKIT_NO_CPU_KERNELS=1`` is ``off``), and ``SRKIT_CPU_KERNELS_LIB=folder``
+loads the builds in that folder (scripts/asan_kernels.sh's AddressSanitizer builds).
 """
 from __future__ import annotations
 
@@ -31,12 +32,13 @@ import torch
 import torch.nn as nn
 
 from srkit.core.resize import bicubic_taps
+from srkit.inference.fast.backends import Backend, register
 
 _LIB: ctypes.CDLL | None | bool = None  # None: not looked for yet; False: not usable here
 _VARIANT = ""
 _WHY_NOT = ""
-_ABI = 6  # the functions and argument lists below; _cpu_kernels.c's ABI must match
-VARIANTS = {"avx512": ("_cpu_kernels", ("AVX512", "AMX"), 1), "avx2": ("_cpu_kernels_avx2", ("AVX2", "AVX512", "AMX"), 2)}
+_ABI = 6  # the functions and argument lists below; csrc/fp32_streamed.h's ABI must match
+VARIANTS = {"avx512": ("_fp32_avx512", ("AVX512", "AMX"), 1), "avx2": ("_fp32_avx2", ("AVX2", "AVX512", "AMX"), 2)}
 
 
 def _load(path: Path, variant: int) -> ctypes.CDLL:
@@ -44,7 +46,7 @@ def _load(path: Path, variant: int) -> ctypes.CDLL:
     lib = ctypes.CDLL(str(path))
     abi, built = getattr(lib, "srkit_kernels_abi", None), getattr(lib, "srkit_kernels_variant", None)
     if abi is None or abi() != _ABI or built is None or built() != variant:
-        raise OSError(f"{path.name} was built from another version of _cpu_kernels.c: run pip install -e . again")
+        raise OSError(f"{path.name} was built from another version of csrc/fp32_streamed.h: run pip install -e . again")
     p, i, long, pp = ctypes.c_void_p, ctypes.c_int, ctypes.c_long, ctypes.POINTER(ctypes.c_void_p)
     for name, args in (("srkit_resblock", [p, long, p, long, i, i, i, i, pp, pp, pp, p, p, i]),
                        ("srkit_subpixel_tail", [p, long, i, i, i, p, p, p, p, p, p, p, long, long, long, i]),
@@ -123,6 +125,11 @@ def unavailable_reason() -> str:
     return "" if available() else (_WHY_NOT or "turned off")
 
 
+BACKEND = register(Backend("cpu_fp32", "cpu", (torch.float32,), "x86-64 with AVX-512F, or AVX2 + FMA",
+                           "streamed 64-channel residual blocks, cascade fusions, tails and 3x3 convs", True,
+                           unavailable_reason))
+
+
 def _pixel_stride(t: torch.Tensor) -> int | None:
     """The pixel stride of an NHWC-laid-out 4-d tensor (channels contiguous, rows of W pixels), else None.
     Strides of size-1 dimensions are arbitrary in torch, so they are not trusted."""
@@ -150,7 +157,7 @@ def _overlap(a: torch.Tensor, b: torch.Tensor) -> bool:
     return a0 < b1 and b0 < a1
 
 
-# 1-D Winograd F(4,3) (srkit/_cpu_kernels.c: wino_row): the weight transform G, applied here in float64
+# 1-D Winograd F(4,3) (csrc/fp32_streamed.h: wino_row): the weight transform G, applied here in float64
 _WINOGRAD_G = torch.tensor([[1 / 4, 0, 0], [-1 / 6, -1 / 6, -1 / 6], [-1 / 6, 1 / 6, -1 / 6],
                             [1 / 24, 1 / 12, 1 / 6], [1 / 24, -1 / 12, 1 / 6], [0, 0, 1]], dtype=torch.float64)
 
@@ -236,7 +243,7 @@ def _check(rc: int, name: str) -> None:
 
 
 def _output(shape: tuple[int, int, int, int], workspace, like: torch.Tensor) -> torch.Tensor:
-    """A float32 NHWC output: from the prepared model's workspace (srkit.inference.fast.Workspace), if any."""
+    """A float32 NHWC output: from the prepared model's workspace (modules.Workspace), if any."""
     if workspace is not None:
         return workspace.take(shape, like, memory_format=torch.channels_last)
     return torch.empty(shape, dtype=torch.float32, memory_format=torch.channels_last)
@@ -248,7 +255,7 @@ def _nhwc_contiguous(t: torch.Tensor) -> bool:
 
 class StreamedTail(nn.Module):
     """``pixel_shuffle(exit'(relu(up(x))), 2)``: ``up`` a 3x3 conv 64 -> 256 (groups 1 or 4) in pixel-shuffle
-    channel order, ``exit'`` the 3x3 sub-pixel exit conv 256 -> 12 (``srkit.inference.fast.SubPixelExit.sub``)."""
+    channel order, ``exit'`` the 3x3 sub-pixel exit conv 256 -> 12 (``modules.SubPixelExit.sub``)."""
 
     def __init__(self, up_w: torch.Tensor, up_b: torch.Tensor, groups: int, exit_w: torch.Tensor,
                  exit_b: torch.Tensor) -> None:
@@ -274,11 +281,11 @@ class StreamedTail(nn.Module):
         self.register_buffer("be", torch.cat([exit_b.detach().float(), torch.zeros(4)]).contiguous())
         self.register_buffer("mask", (we.reshape(9, 4, -1) != 0).any(-1).to(torch.uint8).reshape(-1).contiguous())
         self.groups = groups
-        self.workspace = None  # set by srkit.inference.fast.prepare_fast
+        self.workspace = None  # set by rewrite.prepare_fast
 
     @classmethod
     def from_convs(cls, up: nn.Module, exit_sub: nn.Module) -> "StreamedTail | None":
-        """The kernel for ``up`` and ``exit_sub`` (each an nn.Conv2d or a srkit.inference.fast.FusedConv: weight, bias,
+        """The kernel for ``up`` and ``exit_sub`` (each an nn.Conv2d or a modules.FusedConv: weight, bias,
         groups, padding, stride, dilation), or None when their shapes do not fit."""
         w, g = up.weight, up.groups
         if g not in (1, 4) or tuple(w.shape) != (256, 64 // g, 3, 3) or not _plain_3x3(up) \
@@ -305,7 +312,7 @@ class StreamedTail(nn.Module):
 
 class StreamedShuffleExit(nn.Module):
     """``exit(pixel_shuffle(x, r))`` for ``x`` in the fast path's shuffle channel order
-    (``srkit.inference.fast.shuffle_order``, ``groups`` 1 or 4) and ``exit`` a 3x3 conv 64 -> 3, computed from
+    (``modules.shuffle_order``, ``groups`` 1 or 4) and ``exit`` a 3x3 conv 64 -> 3, computed from
     ``x`` itself: the shuffled 64-channel map (r^2 times the pixels) is never made. r is 2 or 3."""
 
     def __init__(self, exit_w: torch.Tensor, exit_b: torch.Tensor, r: int, groups: int) -> None:
@@ -325,11 +332,11 @@ class StreamedShuffleExit(nn.Module):
         self.register_buffer("be", exit_b.detach().float().contiguous())
         self.register_buffer("mask", (we != 0).flatten(1).any(1).to(torch.uint8).contiguous())
         self.r, self.groups = r, groups
-        self.workspace = None  # set by srkit.inference.fast.prepare_fast
+        self.workspace = None  # set by rewrite.prepare_fast
 
     @classmethod
     def from_conv(cls, exit_conv: nn.Module, r: int, groups: int) -> "StreamedShuffleExit | None":
-        """The kernel for ``exit_conv`` (an nn.Conv2d or a srkit.inference.fast.FusedConv without ReLU) after a
+        """The kernel for ``exit_conv`` (an nn.Conv2d or a modules.FusedConv without ReLU) after a
         shuffle by ``r``, or None when the shapes do not fit."""
         if r not in (2, 3) or groups not in (1, 4) or tuple(exit_conv.weight.shape) != (3, 64, 3, 3) \
                 or exit_conv.groups != 1 or not _plain_3x3(exit_conv) or getattr(exit_conv, "relu", False):
@@ -354,13 +361,13 @@ class StreamedShuffleExit(nn.Module):
 
 class StreamedShuffleResize(nn.Module):
     """``bicubic_resize(pixel_shuffle(x, r), out_hw, factor)`` (srkit.core.resize) for ``x`` in the fast path's
-    shuffle channel order (``srkit.inference.fast.shuffle_order``, ``groups`` 1 or 4, 64 channels after the
+    shuffle channel order (``modules.shuffle_order``, ``groups`` 1 or 4, 64 channels after the
     shuffle), in one pass: the shuffled map (r^2 times the pixels) is never made."""
 
     def __init__(self, r: int, groups: int) -> None:
         super().__init__()
         self.r, self.groups = r, groups
-        self.workspace = None  # set by srkit.inference.fast.prepare_fast
+        self.workspace = None  # set by rewrite.prepare_fast
 
     def forward(self, x: torch.Tensor, out_hw: tuple[int, int], factor: float) -> torch.Tensor | None:
         """The resized 64-channel map (channels_last), or None when the kernel cannot run."""
@@ -383,7 +390,7 @@ class StreamedShuffleResize(nn.Module):
 
 
 def _plain_3x3(conv: nn.Module) -> bool:
-    """3x3, stride 1, zero padding 1, with a bias (an nn.Conv2d or a srkit.inference.fast.FusedConv)."""
+    """3x3, stride 1, zero padding 1, with a bias (an nn.Conv2d or a modules.FusedConv)."""
     return tuple(conv.weight.shape[2:]) == (3, 3) and tuple(conv.padding) == (1, 1) \
         and tuple(conv.stride) == (1, 1) and tuple(conv.dilation) == (1, 1) and conv.bias is not None \
         and getattr(conv, "padding_mode", "zeros") == "zeros"
@@ -408,7 +415,7 @@ class StreamedConv3x3(nn.Module):
                 parts += [c.permute(2, 3, 1, 0).reshape(-1) for c in chunks if c.shape[0]]
             self.register_buffer("u", torch.cat(parts).contiguous())
         self.register_buffer("b", bias.detach().float().contiguous())
-        self.workspace = None  # set by srkit.inference.fast.prepare_fast
+        self.workspace = None  # set by rewrite.prepare_fast
 
     @classmethod
     def from_conv(cls, conv: nn.Module, relu: bool) -> "StreamedConv3x3 | None":
@@ -496,12 +503,12 @@ class StreamedWideBody(nn.Module):
         self.register_buffer("u3", winograd_weights(w3, 1))
         self.register_buffer("b3", c.bias.detach().float().contiguous())
         self.winograd = True
-        self.workspace = None  # set by srkit.inference.fast.prepare_fast
+        self.workspace = None  # set by rewrite.prepare_fast
 
     @classmethod
     def from_body(cls, body: list[nn.Module]) -> "StreamedWideBody | None":
         """The kernel for ``body`` ([1x1, ReLU, 1x1, 3x3], modules with weight, bias, groups, padding, stride,
-        dilation: nn.Conv2d or srkit.inference.fast.FusedConv), or None when it does not fit."""
+        dilation: nn.Conv2d or modules.FusedConv), or None when it does not fit."""
         if len(body) != 4 or not isinstance(body[1], nn.ReLU):
             return None
         a, b, c = body[0], body[2], body[3]
