@@ -7,6 +7,12 @@ convs through PyTorch (what the bf16 path ran before).
     SRKIT_BF16_AMX=0 python scripts/bench_bf16_kernels.py   # the AVX512-BF16 path on a CPU with AMX
 
 On the AMX path the dense convs run directly whatever "winograd" says (the two lines then time the same kernel).
+
+    python scripts/bench_bf16_kernels.py --cells carn_m:2 carn:4 overnet_x4:3   # whole models instead
+
+``--cells``: each model (random weights, scripts/bench_inference.py's build) prepared in fp32 and in bf16, timed
+taking turns in this process at 1280x720 output: the fp32 / bf16 time and each one's max |difference| from the
+plain float32 forward.
 """
 from __future__ import annotations
 
@@ -47,11 +53,38 @@ def body(kind: str) -> nn.Sequential:
     return seq
 
 
+def models(cells: list[str], runs: int) -> None:
+    """fp32 vs bf16 prepared models, taking turns in this process."""
+    import sys
+    from pathlib import Path
+    sys.path.insert(0, str(Path(__file__).resolve().parent))
+    from bench_inference import build, shape_of
+    from srkit.inference.fast import prepare_fast, to_fast_input
+    for cell in cells:
+        name, s = cell.split(":")
+        s = int(s)
+        net, _ = build(name, s)
+        x = torch.rand(shape_of(s))
+        sides = {"fp32": (prepare_fast(net), to_fast_input(x)),
+                 "bf16": (prepare_fast(net, half=torch.bfloat16), to_fast_input(x, torch.bfloat16))}
+        with torch.inference_mode():
+            ref = net(x, s)
+            err = {k: (f(xi, s).float() - ref).abs().max().item() for k, (f, xi) in sides.items()}
+            t = timed({k: (lambda f=f, xi=xi: f(xi, s)) for k, (f, xi) in sides.items()}, runs)
+        print(f"{name} x{s}: fp32 {t['fp32'] * 1e3:.0f} ms, bf16 {t['bf16'] * 1e3:.0f} ms, fp32 / bf16 "
+              f"{t['fp32'] / t['bf16']:.2f}; max |diff| from the plain forward: fp32 {err['fp32']:.1e}, "
+              f"bf16 {err['bf16']:.1e}", flush=True)
+
+
 def main() -> None:
     ap = argparse.ArgumentParser()
     ap.add_argument("--hw", type=int, nargs=2, default=(360, 640))
     ap.add_argument("--runs", type=int, default=7)
+    ap.add_argument("--cells", nargs="+", default=None, help="model:scale ... (whole models instead of blocks)")
     args = ap.parse_args()
+    if args.cells:
+        models(args.cells, args.runs)
+        return
     h, w = args.hw
     lib = cpu_bf16._library()
     if lib is None:

@@ -8,10 +8,12 @@ stays fp32 unless asked, so the published numbers stay the authors'.
 bf16 on the CPU runs the bf16 streamed kernels (srkit.inference.fast.cpu_bf16: bf16 activations and weights,
 float32 sums; AMX tile products where the CPU has AMX-BF16, vdpbf16ps elsewhere) where they serve, oneDNN's
 bf16 convolutions elsewhere, and the image-side convs in float32 (srkit.inference.fast). Measured on a 2-core
-Xeon with AMX-BF16 (scripts/bench_inference.py, 1280x720 output, fp32 / bf16 time in one process taking turns):
-1.3-4x on every registered model and scale measured, so ``auto`` is bf16 there. On AVX512-BF16 without AMX
-(AMD Zen 4) the vdpbf16ps kernels are unmeasured (on the Xeon, vdpbf16ps does half the float32 FMA's
-multiply-adds a cycle, and those kernels lost to the float32 ones), so ``auto`` stays fp32 there.
+Xeon with AMX-BF16, 1280x720 output, fp32 / bf16 time of the prepared models in one process taking turns
+(scripts/bench_bf16_kernels.py --cells):
+1.4-4.1x on every registered model and scale (scripts/bench_inference.py --peers at both precisions agrees:
+against OpenVINO's defaults the fp32 path ran 0.43-1.49x, the bf16 one 0.82-2.69x), so ``auto`` is bf16 there.
+On AVX512-BF16 without AMX (AMD Zen 4) the vdpbf16ps kernels are unmeasured (on the Xeon, vdpbf16ps does half
+the float32 FMA's multiply-adds a cycle, and those kernels lost to the float32 ones), so ``auto`` stays fp32.
 """
 from __future__ import annotations
 
@@ -25,7 +27,7 @@ PRECISIONS = ("auto", "fp32", "bf16", "fp16")
 DTYPES = {"fp32": None, "bf16": torch.bfloat16, "fp16": torch.float16}
 NAMES = {None: "fp32", torch.bfloat16: "bf16", torch.float16: "fp16"}
 BF16_FLAGS = ("amx_bf16", "avx512_bf16")  # /proc/cpuinfo's names for the CPU's bf16 dot-product units
-# the bf16 units on which the CPU's bf16 fast path measured faster than its float32 one: AMX-BF16 (2.0-3.3x,
+# the bf16 units on which the CPU's bf16 fast path measured faster than its float32 one: AMX-BF16 (1.4-4.1x,
 # see above); not AVX512-BF16 alone (unmeasured with the bf16 kernels; oneDNN's bf16 there ran 0.5-0.8x)
 BF16_FASTER_ON: tuple[str, ...] = ("amx_bf16",)
 
