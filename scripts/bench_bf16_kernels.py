@@ -55,10 +55,7 @@ def body(kind: str) -> nn.Sequential:
 
 def models(cells: list[str], runs: int) -> None:
     """fp32 vs bf16 prepared models, taking turns in this process."""
-    import sys
-    from pathlib import Path
-    sys.path.insert(0, str(Path(__file__).resolve().parent))
-    from bench_inference import build, shape_of
+    from bench_inference import build, shape_of  # this script's folder is on the path when it runs
     from srkit.inference.fast import prepare_fast, to_fast_input
     for cell in cells:
         name, s = cell.split(":")
