@@ -10,7 +10,9 @@
    Measured on a 2-core Xeon with AMX (scripts/bench_bf16_kernels.py, 640x360): vdpbf16ps runs at half the
    float32 FMA's multiply-adds a cycle there, so the vdpbf16ps kernels lose to the float32 ones (a dense
    residual block 165 ms with Winograd, 301 ms direct, vs 113 ms float32, 86 ms oneDNN bf16); the AMX ones
-   win (40-60 ms; a grouped block 48 vs 65-112 ms; a 64 -> 256 conv 142 vs 479 ms, oneDNN bf16 167 ms).
+   win (40-60 ms; a grouped block 48 vs 65-112 ms and oneDNN bf16 97 ms; a 64 -> 256 conv 142 vs 479 ms,
+   oneDNN bf16 167 ms; a 1x1 fusion over 2-4 blocks 24-28 ms vs torch's bf16 addmm 49-56 ms), so they replace
+   oneDNN's bf16 primitives wherever they serve.
    The vdpbf16ps path serves CPUs with AVX512-BF16 and no AMX (AMD Zen 4), not measured here.
 
    - srkit_bf16_resblock: relu(body(x) + x), body = n 3x3 convs (ReLU after each but possibly the last), then
