@@ -142,6 +142,21 @@ def memory_table(m: dict) -> list[str]:
     return out + [""]
 
 
+# sections other scripts write into the page between these markers (scripts/int8_probe.py --md): kept as they are
+KEPT = (("<!-- int8:begin", "<!-- int8:end -->"),)
+
+
+def kept_sections(page: Path) -> str:
+    """The marked sections of the page as it stands, to append to the regenerated page ("" where none)."""
+    old = page.read_text() if page.is_file() else ""
+    out = ""
+    for begin, end in KEPT:
+        if begin in old and end in old[old.index(begin):]:
+            block = old[old.index(begin):]
+            out += "\n" + block[:block.index(end) + len(end)] + "\n"
+    return out
+
+
 def main() -> None:
     runs = [json.loads(p.read_text()) for p in sorted(PERF.glob("peers_*.json"))]
     runs.sort(key=lambda r: (r.get("project") != "api" or r.get("kernels") != "auto", r.get("label", "")))
@@ -156,7 +171,7 @@ def main() -> None:
         body = report.read_text().strip().splitlines()
         lines += ["## GPU", "", f"`scripts/device_check.py` on {body[0].removeprefix('# Device check: ')} "
                   f"({report.name}):", "", *["#" + x if x.startswith("## ") else x for x in body[1:]], ""]
-    PAGE.write_text("\n".join(lines).rstrip() + "\n")
+    PAGE.write_text("\n".join(lines).rstrip() + "\n" + kept_sections(PAGE))
     print(f"wrote {PAGE}")
 
 

@@ -16,3 +16,11 @@ class Stopped(TrainingError):
     def __init__(self, message: str, signum: int) -> None:
         super().__init__(message)
         self.signum = signum
+
+
+class PeerFailed(TrainingError):
+    """Another rank failed; the message names it, its step and its own error line (exit 2)."""
+
+
+class PeerLost(TrainingError):
+    """Another rank ended or became unreachable in the middle of a collective (exit 2)."""

@@ -4,6 +4,9 @@
   launch that died before its first checkpoint leaves nothing that counts, so the same command starts again.
 - ``--resume`` (yes) continues from the newest intact checkpoint (a truncated newest file is skipped with a
   warning); ``auto`` (the default under torchrun) resumes when there is one and starts otherwise.
+- Every rank reads its own view of the folder (on several machines, the folder under the same path there);
+  the views are gathered and must agree with rank 0's: a rank that finds another step, or none, stops every
+  rank with one line naming it, its step and rank 0's, before anything is written.
 - The folder is locked (srkit.training.runlock) before anything in it is read or written, for the run's
   life, by rank 0: a second writer, while the first is alive, is refused naming it and changes nothing.
 - Step checkpoints are written atomically and rotated by verified contents: after each save the newest
@@ -26,6 +29,7 @@ from tqdm import tqdm
 
 from srkit.core.atomic import TMP_SUFFIX
 from srkit.core.checkpoint import save_atomic, save_weights
+from srkit.training.agreement import gather
 from srkit.training.errors import TrainingError
 from srkit.training.runlock import RunLock, RunLocked
 
@@ -54,25 +58,35 @@ class RunDir:
 
     def claim(self, mode: str) -> dict[str, Any] | None:
         """Resume (the newest readable checkpoint's state), start fresh (None), or refuse: ``mode`` is
-        "yes", "auto" or "no"."""
-        if self.path.exists() and not self.path.is_dir():
-            raise TrainingError(f"{self.path} is a file, not a run folder: choose another --ckpt_name")
+        "yes", "auto" or "no". Every rank returns alike or raises alike (see the module docstring)."""
         self._lock()
         if self.rank == 0 and self.path.is_dir():
             for orphan in self.path.glob(f"*{TMP_SUFFIX}"):  # a save killed half-way; never under a final name
                 orphan.unlink(missing_ok=True)
         ckpts = self.checkpoints()
-        if mode == "no" and ckpts:
-            raise TrainingError(f"{self.path} already holds a run (newest checkpoint: step {step_of(ckpts[-1])}): "
-                                f"add --resume to continue it, or choose another --ckpt_name")
-        if mode == "yes" and not ckpts:
-            raise TrainingError(f"--resume: no checkpoint in {self.path}")
-        return self._newest_state(ckpts) if ckpts else None
+        state, error = None, None
+        try:
+            if mode == "no" and ckpts:
+                raise TrainingError(f"{self.path} already holds a run (newest checkpoint: step "
+                                    f"{step_of(ckpts[-1])}): add --resume to continue it, or choose another "
+                                    f"--ckpt_name")
+            state = self._newest_state(ckpts) if ckpts else None
+        except TrainingError as e:
+            error = str(e)
+        views = gather((None if state is None else int(state["step"]), error, str(self.path)))
+        problem = _disagreement(views, self.rank)
+        if problem is None and mode == "yes" and state is None:
+            problem = f"--resume: no checkpoint in {self.path}"
+        if problem:
+            raise TrainingError(problem)
+        return state
 
     def _lock(self) -> None:
         """Rank 0 takes the folder's lock; every rank learns whether it could (a refusal ends them all)."""
         error = None
-        if self.rank == 0:
+        if self.rank == 0 and self.path.exists() and not self.path.is_dir():
+            error = f"{self.path} is a file, not a run folder: choose another --ckpt_name"
+        elif self.rank == 0:
             try:
                 self.lock.acquire()
             except RunLocked as e:
@@ -135,6 +149,26 @@ class RunDir:
             raise TrainingError(f"could not save the checkpoint of step {step}: {e.strerror or e}. The previous "
                                 f"checkpoints are intact") from None
         self._rotate(keep)
+
+
+def _disagreement(views: list[tuple[int | None, str | None, str]], rank: int) -> str | None:
+    """The line every rank stops with when the ranks' views of the run folder, (newest step or None, error or
+    None, folder) by rank, do not agree with rank 0's; None when they do."""
+    errors = [(r, e) for r, (_, e, _) in enumerate(views) if e is not None]
+    if errors:
+        mine = views[rank][1]
+        return mine if mine is not None else f"rank {errors[0][0]}: {errors[0][1]}"
+    step0 = views[0][0]
+    other = next((r for r, (s, _, _) in enumerate(views) if s != step0), None)
+    if other is None:
+        return None
+
+    def found(r: int) -> str:
+        s, _, folder = views[r]
+        return f"{'no checkpoint' if s is None else f'step {s}'} in {folder}"
+    return (f"rank {other} finds {found(other)}, but rank 0 finds {found(0)}: every process must see "
+            f"the same run folder (one file system shared by the machines, or the same checkpoints on each). "
+            f"Nothing was changed")
 
 
 def _load(path: Path) -> dict[str, Any]:

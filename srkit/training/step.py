@@ -7,23 +7,28 @@ updates from their moments), ``"free"`` frees them (today's default; idle branch
 
 Several processes (DDP) and micro-batches (``accum``) add up the same per-slice gradients: N processes x K
 micro-batches give the gradient of the whole global batch whatever N and K, so one process with K = N retraces
-an N-process run bit for bit. The one all-reduce that DDP does not do carries the global loss and whether any
-rank got a stop signal, so every rank decides alike.
+an N-process run bit for bit. The one all-reduce that DDP does not do carries the global loss, so every rank
+decides alike. Before the step's first collective (the last micro-batch's backward, where DDP reduces the
+gradients) the ranks agree (``agree``, srkit.training.agreement) whether to stop after this step, and learn
+whether a rank failed: a rank whose data, forward or loss raised says so there and leaves, instead of
+leaving its peers in the gradient all-reduce.
 
 A step reads nothing back from the device: the loss, the gradient norm and whether the loss, the gradients
 or the updated weights hold a non-finite value stay device tensors (``StepResult``), which the trainer reads
-at its print and save interval. The stop flag is reduced as a CPU tensor (gloo), which waits for the peers
-but not for the GPU. ``--amp fp16``'s gradient scaler is the exception: it reads whether to skip each step.
+at its print and save interval. ``--amp fp16``'s gradient scaler is the exception: it reads whether to skip
+each step.
 """
 from __future__ import annotations
 
 import contextlib
 from dataclasses import dataclass
-from typing import Callable, Sequence
+from typing import Callable, Optional, Sequence
 
 import torch
 import torch.distributed as dist
 import torch.nn as nn
+
+from srkit.training.agreement import one_line
 
 LOSSES: dict[str, Callable[[], nn.Module]] = {"L1": nn.L1Loss, "MSE": nn.MSELoss, "SmoothL1": nn.SmoothL1Loss}
 Batch = tuple[torch.Tensor, torch.Tensor, int]  # (hr, lr, scale)
@@ -34,7 +39,7 @@ class StepResult:
     loss: torch.Tensor       # the global batch's loss (float64, on the device)
     grad_norm: torch.Tensor  # the total L2 norm of the gradients before clipping (on the device)
     finite: torch.Tensor     # loss, gradients (but under fp16's scaler) and updated weights finite (bool)
-    stop: bool               # some rank got a stop signal
+    stop: bool               # the ranks agreed to stop after this step
 
 
 def micro_batches(batches: Sequence[Batch], n: int) -> list[list[Batch]]:
@@ -59,35 +64,46 @@ class StepRunner:
     amp: torch.dtype | None = None
     world: int = 1
     device: torch.device = torch.device("cpu")
-    stop_group: object = None  # a gloo group for the stop flag (None: the default group)
+    # (this rank's stop wish, its failure line or None) -> whether any rank stops; None: one process
+    agree: Optional[Callable[..., bool]] = None
 
     def __post_init__(self) -> None:
         self.scaler = torch.amp.GradScaler("cuda", enabled=self.amp == torch.float16)
 
     def __call__(self, batches: Sequence[Batch], lr: float, stop_pending: bool = False) -> StepResult:
+        """The step; ``stop_pending``: this rank got a stop signal (``StepResult.stop``: some rank did)."""
         for g in self.optimizer.param_groups:
             g["lr"] = lr
         self.optimizer.zero_grad(set_to_none=self.zero_grad == "free")
         loss = torch.zeros((), dtype=torch.float64, device=self.device)
-        for k, micro in enumerate(micro_batches(batches, self.accum)):
-            # DDP averages gradients over the ranks only after the last micro-batch
-            last = k == self.accum - 1 or self.world == 1
-            with (contextlib.nullcontext() if last else self.net.no_sync()):
-                with torch.autocast(self.device.type, dtype=self.amp or torch.float32, enabled=self.amp is not None):
-                    part = self.step_loss(self.net, micro, self.loss_fn)
-                # 1/accum is a power of two in the tested set-ups: exact, so k micro-batches on one process sum
-                # the very gradients k processes average
-                self.scaler.scale(part / self.accum).backward()
-            loss = loss + part.detach().double() / self.accum  # as float(part) / accum summed on the host
+        stop, agreeing = stop_pending, False
+        try:
+            for k, micro in enumerate(micro_batches(batches, self.accum)):
+                # DDP averages gradients over the ranks only after the last micro-batch
+                last = k == self.accum - 1 or self.world == 1
+                with (contextlib.nullcontext() if last else self.net.no_sync()):
+                    with torch.autocast(self.device.type, dtype=self.amp or torch.float32,
+                                        enabled=self.amp is not None):
+                        part = self.step_loss(self.net, micro, self.loss_fn)
+                    if k == self.accum - 1 and self.agree is not None:
+                        agreeing = True
+                        stop = self.agree(stop_pending)
+                    # 1/accum is a power of two in the tested set-ups: exact, so k micro-batches on one process
+                    # sum the very gradients k processes average
+                    self.scaler.scale(part / self.accum).backward()
+                loss = loss + part.detach().double() / self.accum  # as float(part) / accum summed on the host
+        except Exception as e:
+            if self.agree is not None and not agreeing:  # the peers wait at the agreement: tell them
+                try:
+                    self.agree(False, one_line(e))
+                except Exception:  # noqa: BLE001 - they are gone too: this rank's own error is the news
+                    pass
+            raise
         self.scaler.unscale_(self.optimizer)
         norm = nn.utils.clip_grad_norm_(self.model.parameters(), self.clip)
-        stop = stop_pending
         if self.world > 1:
             loss = loss.clone()
             dist.all_reduce(loss)
-            flag = torch.tensor([1.0 if stop_pending else 0.0])
-            dist.all_reduce(flag, group=self.stop_group)
-            stop = bool(flag[0] > 0)
         value = loss / self.world
         finite = torch.isfinite(value)
         if self.amp != torch.float16:  # fp16: the scaler skips inf steps itself

@@ -15,7 +15,8 @@ batches this way). ``train()`` runs the loop and returns a :class:`StepRecord` p
 Faults end cleanly: SIGTERM / SIGINT / SIGUSR1 (to the process or its whole group, loader workers included:
 they ignore them and the main process decides) stop every rank at the same step, which is checkpointed
 (:class:`Stopped`); a non-finite loss, gradient or weight stops the run before anything non-finite is saved
-(:class:`Diverged`).
+(:class:`Diverged`). A rank that fails tells the others at their next agreement (srkit.training.agreement),
+so every rank is out within one step, whatever launched them.
 """
 from __future__ import annotations
 
@@ -26,7 +27,7 @@ import sys
 import threading
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Sequence
+from typing import Callable, Sequence, TypeVar
 
 import numpy as np
 import torch
@@ -41,16 +42,18 @@ from srkit.core.provenance import environment
 from srkit.core.registry import Family, describe_any
 from srkit.data.device_batches import DeviceBatches
 from srkit.data.train_data import StepBatches, as_float, place
+from srkit.training.agreement import Agreement, gather, is_peer_loss, one_line, peer_lost
 from srkit.training.config import RESUME_MUST_MATCH, ZERO_GRAD, TrainConfig
 from srkit.training.determinism import kernels
-from srkit.training.errors import Diverged, Stopped, TrainingError
+from srkit.training.errors import Diverged, PeerFailed, Stopped, TrainingError
 from srkit.training.logs import RunLogs
 from srkit.training.readback import Readback
 from srkit.training.rundir import RunDir
-from srkit.training.step import LOSSES, Batch, StepRunner
+from srkit.training.step import LOSSES, Batch, StepResult, StepRunner
 from srkit.training.validation import check_folder, validate
 from srkit.weights import zoo
 
+T = TypeVar("T")
 STOP_SIGNALS = tuple(getattr(signal, n) for n in ("SIGTERM", "SIGINT", "SIGUSR1") if hasattr(signal, n))
 
 
@@ -104,6 +107,40 @@ class Trainer:
     # ---- set-up -------------------------------------------------------------------------------------
     def _setup(self, batches: Sequence[list[Batch]] | None) -> None:
         cfg = self.cfg
+        self._all_ready(self._check_and_build)
+        state = self.run.claim(cfg.resume or ("auto" if under_torchrun() else "no"))
+        self._all_ready(lambda: self._resume_and_load(state, batches))
+        self.net = self.model
+        if self.world > 1:  # a step that uses one of several scales leaves the other branches idle
+            idle = len(self.scales) > 1 and self.family.recipe.scales_per_step == "one"
+            self.net = nn.parallel.DistributedDataParallel(self.model, find_unused_parameters=idle)
+        if cfg.fused_adam:
+            self._fuse_adam()
+        self.agreement = Agreement(self.rank, self.world, self._stop_group())
+        self.runner = StepRunner(self.net, self.model, self.optimizer, self.family.step_loss, LOSSES[cfg.loss_fn](),
+                                 cfg.clip, self.accum, cfg.zero_grad, self.amp, self.world, self.device,
+                                 lambda stop, failure=None: self.agreement(self.step + 1, stop, failure))
+        self._signal: int | None = None
+
+    def _all_ready(self, what: Callable[[], None]) -> None:
+        """``what()`` (set-up that reads this rank's own files: the validation folder, pretrained weights, a
+        checkpoint, the training data), then one gather: a rank that failed raises its own error, the others
+        one line naming it, instead of waiting for it in the next collective."""
+        failure = None
+        try:
+            what()
+        except Exception as e:  # noqa: BLE001 - told to the other ranks first
+            failure = e
+        lines = gather(None if failure is None else one_line(failure))
+        if failure is not None:
+            raise failure
+        bad = next((r for r, line in enumerate(lines) if line is not None), None)
+        if bad is not None:
+            raise PeerFailed(f"rank {bad} failed at set-up: {lines[bad]}")
+
+    def _check_and_build(self) -> None:
+        """The flags' checks, the model and the optimizer."""
+        cfg = self.cfg
         self.accum = cfg.grad_accum
         if cfg.num_gpu > 1:
             if self.world == 1:  # the authors' --num_gpu N: the same global batch on what is here
@@ -122,18 +159,19 @@ class Trainer:
             check_folder(cfg.valid_data_path, self.scales)
         if cfg.loss_fn not in LOSSES:
             raise TrainingError(f"--loss_fn {cfg.loss_fn}: one of {', '.join(LOSSES)}")
+        self.amp = {"fp16": torch.float16, "bf16": torch.bfloat16}.get(cfg.amp)
+        if self.amp == torch.float16 and self.device.type != "cuda":
+            raise TrainingError("--amp fp16 needs CUDA (its gradient scaler); on the CPU use --amp bf16")
         self.model = self._build_model()
         params = [p for p in self.model.parameters() if p.requires_grad]
         self.optimizer = self.family.recipe.optimizer(params, cfg.lr)
         self.step, self.best = 0, -math.inf
-        mode = cfg.resume or ("auto" if under_torchrun() else "no")
-        state = self.run.claim(mode)
+
+    def _resume_and_load(self, state: dict | None, batches: Sequence[list[Batch]] | None) -> None:
+        """The resumed state (if any) and the batch source."""
+        cfg = self.cfg
         if state is not None:
             self._resume(state)
-        self.net = self.model
-        if self.world > 1:  # a step that uses one of several scales leaves the other branches idle
-            idle = len(self.scales) > 1 and self.family.recipe.scales_per_step == "one"
-            self.net = nn.parallel.DistributedDataParallel(self.model, find_unused_parameters=idle)
         self.data = batches if batches is not None else StepBatches(
             cfg.train_data_path, self.scales, cfg.patch_size, cfg.batch_size, seed=cfg.seed, rank=self.rank,
             world=self.world, per_step=self.family.recipe.scales_per_step, channel_order=cfg.channel_order,
@@ -143,18 +181,9 @@ class Trainer:
                 self.data = DeviceBatches(self.data, self.device)
             except ValueError as e:
                 raise TrainingError(str(e)) from None
-        amp = {"fp16": torch.float16, "bf16": torch.bfloat16}.get(cfg.amp)
-        if amp == torch.float16 and self.device.type != "cuda":
-            raise TrainingError("--amp fp16 needs CUDA (its gradient scaler); on the CPU use --amp bf16")
-        if cfg.fused_adam:
-            self._fuse_adam()
-        self.runner = StepRunner(self.net, self.model, self.optimizer, self.family.step_loss, LOSSES[cfg.loss_fn](),
-                                 cfg.clip, self.accum, cfg.zero_grad, amp, self.world, self.device,
-                                 self._stop_group())
-        self._signal: int | None = None
 
     def _stop_group(self):
-        """A gloo group for the stop flag where the default group is NCCL (it reduces no CPU tensor)."""
+        """A gloo group for the agreement where the default group is NCCL (it reduces no CPU tensor)."""
         if self.world > 1 and dist.get_backend() != "gloo":
             return dist.new_group(backend="gloo")
         return None
@@ -226,10 +255,12 @@ class Trainer:
             with kernels(deterministic=not self.cfg.cudnn_benchmark, benchmark=self.cfg.cudnn_benchmark):
                 return self._loop()
         finally:
-            for sig, handler in old.items():
-                signal.signal(sig, handler)
             self.run.release()
             leave()
+            # last: a launcher's SIGTERM to a rank on its way out (torchrun, once a peer failed) is not fatal
+            # before the caller has said why
+            for sig, handler in old.items():
+                signal.signal(sig, handler)
 
     def _install_handlers(self) -> dict:
         if threading.current_thread() is not threading.main_thread():
@@ -250,53 +281,84 @@ class Trainer:
 
     def _loop(self) -> list[StepRecord]:
         cfg = self.cfg
-        try:
-            logs = RunLogs(self.run.path, self.rank, self.scales, self.step, self._config_record(), cfg.debug_sync)
-        except OSError as e:  # a disk that filled up since the lock was taken, a folder made read-only
-            raise TrainingError(f"could not write the run's logs in {self.run.path}: {e.strerror or e}") from None
+        logs = self._told(self._open_logs)
         end = min(cfg.max_steps, self.step + cfg.stop_after) if cfg.stop_after else cfg.max_steps
-        loader = self._loader(end)
+        loader = iter(self._loader(end))
         records: list[StepRecord] = []
         bar = tqdm(total=cfg.max_steps, initial=self.step, disable=self.rank != 0, unit="step", dynamic_ncols=True)
         self.model.train()
         try:
             values = Readback(self.device)  # the steps' loss, gradient norm and finiteness, read without waiting
-            for batches in loader:
+            while (batches := self._told(lambda: next(loader, None))) is not None:
                 lr = self.lr_at(self.step)
-                res = self.runner([self._to_device(b) for b in batches], lr, self._signal is not None)
+                res = self._run_step(self._told(lambda: [self._to_device(b) for b in batches]), lr)
                 self.step += 1
                 values.push((self.step, lr), [res.loss, res.grad_norm, res.finite])
-                if cfg.debug_sync:
-                    logs.digest(self.step, self.model)
-                bar.update(1)
-                validated = cfg.valid_data_path is not None and (
-                    self.step % cfg.print_interval == 0 or self.step == cfg.max_steps)
-                saved = res.stop or validated or self.step % cfg.save_interval == 0 or self.step == end
-                for (step, step_lr), (loss, norm, ok) in values.drain(wait=saved or self.step % cfg.print_interval == 0):
-                    if not ok:  # before anything of this step or later is saved
-                        why = "" if not (math.isfinite(loss) and math.isfinite(norm)) else \
-                            "the update made the weights non-finite"
-                        raise Diverged(self._divergence(step, loss, norm, step_lr, why))
-                    records.append(StepRecord(step, step_lr, loss, norm))
-                    row = {"step": step, "loss": loss, "lr": step_lr, "grad_norm": norm}
-                    if step == self.step:
-                        if validated:
-                            row.update(self._validate())
-                        if saved:
-                            self._save(row)
-                        bar.set_postfix(loss=f"{loss:.4f}", lr=f"{step_lr:.1e}")
-                    logs.step(step, row)
-                if res.stop:
-                    if self.world > 1:
-                        dist.barrier()  # rank 0's checkpoint is written before any rank exits
+                self._told(lambda: self._after_step(res, values, records, logs, bar, end))
+                if res.stop:  # rank 0's checkpoint is written (or its failure known) before any rank exits
+                    self.agreement(self.step, False)
                     raise Stopped(self._stop_message(self._signal or signal.SIGTERM), self._signal or signal.SIGTERM)
+            self.agreement(self.step, False)  # a failure at the last step's save reaches every rank
         finally:
             bar.close()
             logs.close()
-        if self.world > 1:
-            dist.barrier()
         self._say(self._end_message())
         return records
+
+    def _open_logs(self) -> RunLogs:
+        try:
+            return RunLogs(self.run.path, self.rank, self.scales, self.step, self._config_record(), self.cfg.debug_sync)
+        except OSError as e:  # a disk that filled up since the lock was taken, a folder made read-only
+            raise TrainingError(f"could not write the run's logs in {self.run.path}: {e.strerror or e}") from None
+
+    def _told(self, what: Callable[[], T]) -> T:
+        """``what()``; an exception in it is first told to the other ranks, at the agreement they wait in
+        next (before their next step's gradient all-reduce, or at the end), then raised here."""
+        try:
+            return what()
+        except Exception as e:  # noqa: BLE001 - whatever it is, the peers must not wait for this rank
+            if self.world > 1 and is_peer_loss(e):  # a collective in it (validation's gather) lost a peer
+                raise peer_lost(self.rank, self.step, e) from None
+            if self.world > 1:
+                try:
+                    self.agreement(self.step, False, one_line(e))
+                except Exception:  # noqa: BLE001 - the peers are gone too: this rank's own error is the news
+                    pass
+            raise
+
+    def _run_step(self, inputs: list[Batch], lr: float) -> StepResult:
+        """One step; a collective that fails because a peer ended is one line naming this rank and the step."""
+        try:
+            return self.runner(inputs, lr, self._signal is not None)
+        except RuntimeError as e:
+            if self.world > 1 and is_peer_loss(e):
+                raise peer_lost(self.rank, self.step + 1, e) from None
+            raise
+
+    def _after_step(self, res: StepResult, values: Readback, records: list[StepRecord], logs: RunLogs, bar: tqdm,
+                    end: int) -> None:
+        """Read back what has landed (stopping at a non-finite step), validate, save and log."""
+        cfg = self.cfg
+        if cfg.debug_sync:
+            logs.digest(self.step, self.model)
+        bar.update(1)
+        validated = cfg.valid_data_path is not None and (
+            self.step % cfg.print_interval == 0 or self.step == cfg.max_steps)
+        saved = res.stop or validated or self.step % cfg.save_interval == 0 or self.step == end
+        for (step, step_lr), (loss, norm, ok) in values.drain(wait=saved or self.step % cfg.print_interval == 0):
+            if not ok:  # before anything of this step or later is saved
+                why = "" if not (math.isfinite(loss) and math.isfinite(norm)) else \
+                    "the update made the weights non-finite"
+                raise Diverged(self._divergence(step, loss, norm, step_lr, why))
+            records.append(StepRecord(step, step_lr, loss, norm))
+            row = {"step": step, "loss": loss, "lr": step_lr, "grad_norm": norm}
+            if step == self.step:
+                if validated:
+                    row.update(self._validate())
+                if saved:
+                    self._save(row)
+                bar.set_postfix(loss=f"{loss:.4f}", lr=f"{step_lr:.1e}")
+            logs.step(step, row)
 
     def _end_message(self) -> str:
         """Where the weights went: the final weights file, best.* when validation picked one, the run folder."""
@@ -319,7 +381,8 @@ class Trainer:
                           prefetch_factor=4 if workers else None, pin_memory=self.device.type == "cuda")
 
     def _validate(self) -> dict:
-        out = validate(self.model, self.cfg.valid_data_path, self.scales, self.device, self.rank, self.world)
+        out = validate(self.model, self.cfg.valid_data_path, self.scales, self.device, self.rank, self.world,
+                       self.step)
         self._say(f"step {self.step}: " + "  ".join(
             f"x{s} {out[f'psnr_x{s}'] or math.nan:.3f} dB / {out[f'ssim_x{s}'] or math.nan:.4f}" for s in self.scales))
         return {k: v for k, v in out.items() if v is not None}
