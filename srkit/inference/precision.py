@@ -11,7 +11,7 @@ bf16 convolutions elsewhere, and the image-side convs in float32 (srkit.inferenc
 Xeon with AMX-BF16, 1280x720 output, fp32 / bf16 time of the prepared models in one process taking turns
 (scripts/bench_bf16_kernels.py --cells):
 1.4-4.1x on every registered model and scale (scripts/bench_inference.py --peers at both precisions agrees:
-against OpenVINO's defaults the fp32 path ran 0.43-1.49x, the bf16 one 0.82-2.69x), so ``auto`` is bf16 there.
+against OpenVINO's defaults the fp32 path ran 0.33-1.53x, the bf16 one 0.82-2.69x), so ``auto`` is bf16 there.
 On AVX512-BF16 without AMX (AMD Zen 4) the vdpbf16ps kernels are unmeasured (on the Xeon, vdpbf16ps does half
 the float32 FMA's multiply-adds a cycle, and those kernels lost to the float32 ones), so ``auto`` stays fp32.
 """
