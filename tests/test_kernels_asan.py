@@ -1,5 +1,5 @@
-"""The streamed CPU kernels' tests again under AddressSanitizer (scripts/asan_kernels.sh): an out-of-bounds read
-or write in the C library, at any of the odd sizes and strides those tests use, fails this test."""
+"""The streamed CPU kernels' tests (float32 and bf16) again under AddressSanitizer (scripts/asan_kernels.sh): an
+out-of-bounds read or write in the C libraries, at any of the odd sizes and strides those tests use, fails this test."""
 from __future__ import annotations
 
 import os

@@ -13,6 +13,7 @@ from skimage import data
 
 from carn import sample
 from srkit.core import registry
+from srkit.core.tolerances import HALF_MAX_LEVELS
 
 
 @pytest.fixture(scope="module")
@@ -106,4 +107,6 @@ def test_api_output_is_the_model_rounded(photo, random_carn_m):
     with torch.no_grad():
         want = ref(x, 2)
     got = torch.from_numpy(np.array(big)).permute(2, 0, 1)[None].float()
-    assert (got - (want.clamp(0, 1) * 255)).abs().max() <= 0.5 + 1e-3  # rounding only
+    # rounding only in fp32; auto is bf16 where it measured faster (srkit.inference.precision), within --half's bound
+    bound = 0.5 + 1e-3 if sr.predict.precision_name == "fp32" else 0.5 + HALF_MAX_LEVELS
+    assert (got - (want.clamp(0, 1) * 255)).abs().max() <= bound

@@ -57,7 +57,7 @@ def test_pixels_equal_the_image_path_on_an_odd_size_through_a_lossless_codec(tmp
     assert _run([src], tmp_path / "out", random_carn_m, "--video_codec", "libx264rgb", "--crf", "0") == 0
     got = _frames(tmp_path / "out" / "odd.mkv")
     net, _ = load_model(str(random_carn_m))
-    predict = Predictor(net)
+    predict = Predictor(net, precision="auto")  # the CLI's default for upscaling
     with av.open(str(src)) as c:
         want = [np.asarray(upscale_pil(predict, f.to_image(), 2, torch.device("cpu"))) for f in c.decode(video=0)]
     assert len(got) == 3 and all(g.shape == (38, 66, 3) and np.array_equal(g, w) for g, w in zip(got, want))

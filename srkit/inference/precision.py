@@ -5,10 +5,15 @@
 (``BF16_FASTER_ON``); fp32 elsewhere. Upscaling defaults to ``auto``; evaluation (benchmark scores, the report)
 stays fp32 unless asked, so the published numbers stay the authors'.
 
-bf16 on the CPU runs oneDNN's bf16 convolutions (bf16 weights and activations, fp32 accumulation) with the
-image-side convs in float32 (srkit.inference.fast); the float32 path has the streamed kernels
-(srkit.inference.fast.cpu_fp32), which have no bf16 form yet. On AVX512-BF16 (AMD Zen 4) the bf16 path measured
-0.5-0.8x the float32 one, so ``auto`` stays fp32 there (docs/fast-path.md).
+bf16 on the CPU runs the bf16 streamed kernels (srkit.inference.fast.cpu_bf16: bf16 activations and weights,
+float32 sums; AMX tile products where the CPU has AMX-BF16, vdpbf16ps elsewhere) where they serve, oneDNN's
+bf16 convolutions elsewhere, and the image-side convs in float32 (srkit.inference.fast). Measured on a 2-core
+Xeon with AMX-BF16, 1280x720 output, fp32 / bf16 time of the prepared models in one process taking turns
+(scripts/bench_bf16_kernels.py --cells):
+1.4-4.1x on every registered model and scale (scripts/bench_inference.py --peers at both precisions agrees:
+against OpenVINO's defaults the fp32 path ran 0.33-1.53x, the bf16 one 0.82-2.69x), so ``auto`` is bf16 there.
+On AVX512-BF16 without AMX (AMD Zen 4) the vdpbf16ps kernels are unmeasured (on the Xeon, vdpbf16ps does half
+the float32 FMA's multiply-adds a cycle, and those kernels lost to the float32 ones), so ``auto`` stays fp32.
 """
 from __future__ import annotations
 
@@ -22,9 +27,9 @@ PRECISIONS = ("auto", "fp32", "bf16", "fp16")
 DTYPES = {"fp32": None, "bf16": torch.bfloat16, "fp16": torch.float16}
 NAMES = {None: "fp32", torch.bfloat16: "bf16", torch.float16: "fp16"}
 BF16_FLAGS = ("amx_bf16", "avx512_bf16")  # /proc/cpuinfo's names for the CPU's bf16 dot-product units
-# the bf16 units on which the CPU's bf16 fast path measured faster than its float32 one (none yet: AMX is
-# untested; on AVX512-BF16 it ran 0.5-0.8x, scripts/bench_inference.py)
-BF16_FASTER_ON: tuple[str, ...] = ()
+# the bf16 units on which the CPU's bf16 fast path measured faster than its float32 one: AMX-BF16 (1.4-4.1x,
+# see above); not AVX512-BF16 alone (unmeasured with the bf16 kernels; oneDNN's bf16 there ran 0.5-0.8x)
+BF16_FASTER_ON: tuple[str, ...] = ("amx_bf16",)
 
 
 @functools.lru_cache(maxsize=None)

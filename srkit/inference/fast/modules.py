@@ -14,8 +14,8 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-from srkit.core.layers import CascadeRunner, GlobalAvgPool, MeanShift, plain_cascade
-from srkit.inference.fast import cpu_fp32, onednn
+from srkit.core.layers import POOL_STATS, CascadeRunner, GlobalAvgPool, MeanShift, plain_cascade
+from srkit.inference.fast import cpu_bf16, cpu_fp32, onednn
 from srkit.inference.fast.cpu_fp32 import (StreamedConv3x3, StreamedResidual, StreamedShuffleExit,
                                            StreamedShuffleResize, StreamedTail, StreamedWideBody)
 from srkit.inference.fast.onednn import OneDNNFallbackWarning
@@ -66,6 +66,11 @@ class FusedConv(nn.Module):
         self.float32, self.out_dtype = False, None
         # a dense 3x3 conv from 64 channels streamed by cpu_fp32 (AVX-512 / AVX2 CPUs); None otherwise
         self.streamed = StreamedConv3x3.from_conv(self, relu) if cpu_fp32.serves(w) else None
+        # its bf16 form (cpu_bf16, CPUs with AVX512-BF16 / AMX-BF16), for a bf16 model
+        self.streamed_bf16 = cpu_bf16.ConvBF16.from_conv(self, relu) if cpu_bf16.serves(w) else None
+        # its output in float32 when a float32 kernel reads it next (a bf16 model's x3 shuffle exit, shuffle +
+        # resize): written once in float32 rather than in bf16 and then copied to float32 (_float_for)
+        self.bf16_float_out = False
 
     def _onednn(self, x: torch.Tensor, binary: bool) -> bool:
         if not onednn.serves(x, self.weight):
@@ -99,6 +104,10 @@ class FusedConv(nn.Module):
     def _forward(self, x: torch.Tensor, residual: torch.Tensor | None) -> torch.Tensor:
         if residual is None and self.streamed is not None:
             y = self.streamed(x)
+            if y is not None:
+                return y
+        if residual is None and self.streamed_bf16 is not None and x.dtype == torch.bfloat16:
+            y = self.streamed_bf16(x, float_out=self.bf16_float_out)
             if y is not None:
                 return y
         if self._onednn(x, residual is not None):
@@ -197,6 +206,10 @@ class CascadeFuse(FusedConv, CascadeRunner):
         # the weights as the streamed kernel reads them (srkit.inference.cpu_fp32.fuse1x1); None where it does not fit
         packed = cpu_fp32.pack_fuse(conv.weight) if relu and conv.bias is not None else None
         self.register_buffer("packed", packed)
+        # the bf16 kernel's weights and float32 bias (srkit.inference.fast.cpu_bf16.fuse1x1), for a bf16 model
+        bf16 = packed is not None and cpu_bf16.serves(conv.weight)
+        self.register_buffer("packed_bf16", cpu_bf16.pack_fuse(conv.weight) if bf16 else None)
+        self.register_buffer("bias_bits", cpu_bf16.float_bits(conv.bias) if bf16 else None)
         self.workspace: Workspace | None = None  # prepare_fast gives every cascade of a model one workspace
 
     def on_buffer(self, rows: torch.Tensor, first: torch.Tensor | None = None) -> torch.Tensor | None:
@@ -206,7 +219,15 @@ class CascadeFuse(FusedConv, CascadeRunner):
         if self.packed is None:
             return None
         out = self.workspace.take((rows.shape[0], 64), rows) if self.workspace is not None else None
+        if rows.dtype == torch.bfloat16:
+            return None if self.packed_bf16 is None else cpu_bf16.fuse1x1(rows, self.packed_bf16, self.bias_bits, out, first)
         return cpu_fp32.fuse1x1(rows, self.packed, self.bias, out, first)
+
+    def streams(self, x: torch.Tensor) -> bool:
+        """Whether ``on_buffer`` has a kernel for a cascade over ``x`` (float32 or bf16)."""
+        if x.dtype == torch.bfloat16:
+            return self.packed_bf16 is not None and cpu_bf16.available()
+        return self.packed is not None and cpu_fp32.available()
 
     @staticmethod
     def run_cascade(x: torch.Tensor, blocks: list, fuses: list["CascadeFuse"]) -> list[torch.Tensor]:
@@ -228,7 +249,7 @@ class CascadeFuse(FusedConv, CascadeRunner):
         n, c, h, w = x.shape
         rows = buf.view(n * h * w, -1)
         # the streamed fusions read the cascade's input where it is; anything else reads it from the buffer
-        first = x if all(f.packed is not None for f in fuses) and cpu_fp32.available() else None
+        first = x if all(f.streams(x) for f in fuses) else None
         if first is None:
             buf[..., :c].copy_(x.permute(0, 2, 3, 1))
         o, outs = x, []
@@ -269,13 +290,20 @@ class FusedResidual(nn.Module):
         self.last = FusedConv(last, relu=True)
         # the whole block streamed row by row (64-channel blocks of 3x3 convs, groups 1 or 4); None otherwise
         self.streamed = StreamedResidual.from_body(list(body)) if cpu_fp32.serves(last.weight) else None
+        self.streamed_bf16 = cpu_bf16.ResidualBF16.from_body(list(body)) if cpu_bf16.serves(last.weight) else None
 
     def write_into(self, x: torch.Tensor, out: torch.Tensor) -> bool:
         """``out.copy_(self(x))`` without the intermediate tensors, when the streamed kernel runs here;
         False (nothing written) otherwise. ``out`` must not overlap ``x``."""
+        if x.dtype == torch.bfloat16:
+            return self.streamed_bf16 is not None and self.streamed_bf16(x, out)
         return self.streamed is not None and self.streamed(x, out)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if self.streamed_bf16 is not None and x.dtype == torch.bfloat16:
+            out = torch.empty_like(x, memory_format=torch.channels_last)
+            if self.streamed_bf16(x, out):
+                return out
         return self.last(self.head(x), residual=x)
 
 
@@ -294,8 +322,20 @@ class SEScaledResidual(nn.Module):
         self.res_scale = float(block.res_scale.scale.detach().reshape(()))
         self.x_scale = float(block.x_scale.scale.detach().reshape(()))
 
+    def _bf16_into(self, x: torch.Tensor, out: torch.Tensor) -> bool:
+        """The bf16 kernels' form (srkit.inference.fast.cpu_bf16): the pool's plain mean (no tiled forward's
+        statistics in effect) and the scaled add as single passes; False (nothing written) where they cannot run."""
+        if x.dtype != torch.bfloat16 or not cpu_bf16.available():
+            return False
+        b = self.body(x)
+        mean = cpu_bf16.channel_mean(b) if POOL_STATS.get() is None else None
+        factor = self.gate(mean.to(b.dtype) if mean is not None else self.pool(b)) * self.res_scale
+        return cpu_bf16.scale_add(b, factor, x, self.x_scale, out)
+
     def write_into(self, x: torch.Tensor, out: torch.Tensor) -> bool:
         """``out.copy_(self(x))`` without the intermediate tensors; ``out`` must not overlap ``x``."""
+        if self._bf16_into(x, out):
+            return True
         b = self.body(x)
         factor = self.gate(self.pool(b)) * self.res_scale
         if self.x_scale == 1.0:
@@ -386,9 +426,32 @@ class SubPixelTail(StreamedOrPlain):
         self.up = FusedConv(conv, relu=True)
         self.exit = SubPixelExit(exit_conv)
         self.streamed = StreamedTail.from_convs(self.up, self.exit.sub) if cpu_fp32.serves(conv.weight) else None
+        self.streamed_bf16 = cpu_bf16.TailBF16(self.streamed) \
+            if self.streamed is not None and cpu_bf16.serves(conv.weight) else None
 
     def plain(self, x: torch.Tensor) -> torch.Tensor:
         return self.exit(self.up(x))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if self.streamed_bf16 is not None and x.dtype == torch.bfloat16:
+            y = self.streamed_bf16(x)
+            if y is not None:
+                return y
+        return _float_streamed_or_plain(self, x)
+
+
+def _float_for(streamed: nn.Module, x: torch.Tensor) -> torch.Tensor:
+    """``x`` as a float32 streamed kernel without a bf16 form reads it: a float32 copy of a bf16 map where
+    prepare_fast kept that kernel's weights float32 in a bf16 model (its output is the image, or feeds the
+    image-side convs, which run float32 anyway), else ``x``."""
+    keeps = all(b.dtype != torch.bfloat16 for b in streamed.buffers())
+    return x.float() if x.dtype == torch.bfloat16 and keeps else x
+
+
+def _float_streamed_or_plain(part: StreamedOrPlain, x: torch.Tensor, *args) -> torch.Tensor:
+    """``part``'s float32 streamed kernel on ``_float_for`` its input, else its plain form on the input as given."""
+    y = part.streamed(_float_for(part.streamed, x), *args) if part.streamed is not None else None
+    return part.plain(x, *args) if y is None else y
 
 
 class ShuffleExit(StreamedOrPlain):
@@ -405,6 +468,9 @@ class ShuffleExit(StreamedOrPlain):
     def plain(self, x: torch.Tensor) -> torch.Tensor:
         return self.exit(self.shuffle(x))
 
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return _float_streamed_or_plain(self, x)
+
 
 class ShuffleResize(StreamedOrPlain):
     """A declared resize (``FastPath.resize``) given the upsampler's output before its last pixel shuffle: on
@@ -417,6 +483,9 @@ class ShuffleResize(StreamedOrPlain):
 
     def plain(self, x: torch.Tensor, out_hw: tuple[int, int], factor: float) -> torch.Tensor:
         return self.resize(self.shuffle(x), out_hw, factor)
+
+    def forward(self, x: torch.Tensor, out_hw: tuple[int, int], factor: float) -> torch.Tensor:
+        return _float_streamed_or_plain(self, x, out_hw, factor)
 
 
 def _fuse_sequence(mods: list[nn.Module], nhwc: bool = True) -> list[nn.Module]:
@@ -444,6 +513,8 @@ def _fuse_sequence(mods: list[nn.Module], nhwc: bool = True) -> list[nn.Module]:
     for k in range(len(out) - 1):  # a shuffle the x2 tail does not cover, then the exit conv: one module
         if isinstance(out[k], _ShuffleNHWC) and isinstance(out[k + 1], FusedConv) and not out[k + 1].relu:
             out[k:k + 2] = [ShuffleExit(out[k], out[k + 1]), None]
+            if k > 0 and isinstance(out[k - 1], FusedConv) and out[k].streamed is not None:
+                out[k - 1].bf16_float_out = True
     return [m for m in out if m is not None]
 
 
@@ -454,7 +525,12 @@ class WideBody(StreamedOrPlain):
     def __init__(self, streamed: StreamedWideBody, body: nn.Sequential) -> None:
         super().__init__()
         self.streamed, self.body = streamed, body
+        self.streamed_bf16 = cpu_bf16.WideBodyBF16(streamed) if cpu_bf16.serves(streamed.w1) else None
 
     def plain(self, x: torch.Tensor) -> torch.Tensor:
         return self.body(x)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        y = self.streamed_bf16(x) if self.streamed_bf16 is not None and x.dtype == torch.bfloat16 else None
+        return super().forward(x) if y is None else y
 
