@@ -20,6 +20,13 @@ PAGE = ROOT / "docs" / "performance.md"
 # Why the project trails a peer where it does, measured: (configuration label prefix, None, None) -> the reason
 # for every trailing cell of that run; (label prefix, model, scale) -> what adds to it in one cell.
 TRAILING: dict[tuple[str, str | None, float | None], str] = {
+    ("API defaults (bf16 on AMX-BF16)", "carn_m", 3.0):
+        "its x3 tail (a grouped 3x3 conv 64 -> 576, pixel shuffle by 3, the exit conv) has no bf16 kernel yet: "
+        "it runs the float32 shuffle-exit kernel, so the conv before it writes a float32 576-channel map, nine "
+        "times the input's pixels at 64 channels, where OpenVINO stays in bf16.",
+    ("precision fp32, against OpenVINO's defaults", None, None):
+        "float32 (`--fp32`) against OpenVINO's bf16 on AMX-BF16. The like-for-like comparison is the bf16 "
+        "default above; this series is what choosing float32 costs on such a CPU.",
     ("API defaults, streamed kernels off", None, None):
         "oneDNN only, the configuration the streamed kernels were written to replace. Every conv is then one "
         "library call that reads and writes a whole 64-channel map (59 MB at 640x360), and PyTorch's oneDNN "
@@ -52,11 +59,14 @@ SIDES = ("onnxruntime", "openvino", "openvino_default")
 
 def _precisions(runs: list[dict]) -> str:
     """What precision each side ran, as the runs recorded it (ONNX Runtime's CPU provider runs float32)."""
-    seen = {side: sorted({str(row.get(f"{side}_precision", "fp32" if side == "project" else "?"))
-                          for r in runs for row in r["rows"]}) for side in ("project", "openvino", "openvino_default")}
-    return ("Precision each side ran: the project " + ", ".join(seen["project"]) + "; ONNX Runtime float32; "
-            "`openvino` " + ", ".join(seen["openvino"]) + "; `openvino_default` " + ", ".join(seen["openvino_default"])
-            + " (as OpenVINO reports it).")
+    def name(value: object) -> str:  # OpenVINO reports its element type as <Type: 'bfloat16'>
+        return str(value).removeprefix("<Type: '").removesuffix("'>")
+    present = [s for s in ("project", "onnxruntime", "openvino", "openvino_default") if f"{s}_ms" in runs[0]["rows"][0]]
+    seen = {side: sorted({name(row.get(f"{side}_precision", "fp32" if side == "project" else "float32"))
+                          for r in runs for row in r["rows"]}) for side in present}
+    return "Precision each side ran: " + "; ".join(
+        ("the project " if side == "project" else f"`{side}` ") + ", ".join(v) for side, v in seen.items()) \
+        + " (OpenVINO's as it reports it)."
 
 
 def _cell(row: dict) -> str:
@@ -70,31 +80,20 @@ def _machine(m: dict) -> str:
     return f"{m.get('date', '')[:10]}, " + ", ".join(parts)
 
 
+def _series(r: dict) -> str:
+    """A run's label without its run number: the runs of one series share a table."""
+    return r.get("label", "").rsplit(", run ", 1)[0]
+
+
 def peers_tables(runs: list[dict]) -> list[str]:
     out = []
     api = [r for r in runs if r.get("project") == "api" and r.get("kernels") == "auto"]
-    if api:
-        sides = [s for s in SIDES if f"{s}_ms" in api[0]["rows"][0]]
-        out += ["## The API with its defaults against ONNX Runtime and OpenVINO", "",
-                "`python scripts/bench_inference.py --peers --all_cells --project api --json ...`: `srkit.api`'s "
-                "`Upscaler` with its defaults on a tensor (tiles chosen per image, the fast path, the streamed "
-                "kernels this CPU runs, `precision=\"auto\"`) against ONNX Runtime's CPU provider, OpenVINO set "
-                "to float32 (`openvino`) and OpenVINO with its defaults (`openvino_default`, no precision hint) on "
-                "the project's own ONNX export of the same weights. 1280x720 output, every side in its own process "
-                "with the same threads, the sides taking turns; median of 3 per run. The ratio is the peer's time "
-                "over the project's (above 1: the project is faster).", "", _precisions(api), "",
-                "| model | scale | project ms | " + " | ".join(f"{s} ms" for s in sides) + " | " +
-                " | ".join(f"vs {s}, run " + ", ".join(str(i + 1) for i in range(len(api))) for s in sides) + " |",
-                "|---|---|---|" + "---|" * len(sides) * 2]
-        for i, row in enumerate(api[0]["rows"]):
-            ratios = [" / ".join(f"{r['rows'][i][f'project_vs_{s}']:.2f}x" for r in api) for s in sides]
-            out.append(f"| {row['model']} | x{row['scale']:g} | {row['project_ms']:.0f} | " +
-                       " | ".join(f"{row[f'{s}_ms']:.0f}" for s in sides) + " | " + " | ".join(ratios) + " |")
-        worst = {s: min(r["rows"][i][f"project_vs_{s}"] for r in api for i in range(len(r["rows"]))) for s in sides}
-        out += ["", "Lowest ratio over every cell and run: " + ", ".join(f"{s} {v:.2f}x" for s, v in worst.items())
-                + ". Largest output difference from a peer: "
-                + f"{max(row[f'{s}_diff'] for r in api for row in r['rows'] for s in sides):.1e}.", "",
-                "Machines: " + "; ".join(f"run {i + 1}: {_machine(r['machine'])}" for i, r in enumerate(api)), ""]
+    series: dict[str, list[dict]] = {}
+    for r in api:
+        series.setdefault(_series(r), []).append(r)
+    for name, rs in series.items():
+        out += api_table(name, rs)
+
     others = [r for r in runs if not (r.get("project") == "api" and r.get("kernels") == "auto")]
     for r in others:
         sides = [s for s in SIDES if f"{s}_ms" in r["rows"][0]]
@@ -114,6 +113,42 @@ def peers_tables(runs: list[dict]) -> list[str]:
         general = _reason(r["label"], None, None)
         out += ["", *([f"Where the project trails, and why: {general or 'not yet explained.'}", "", *trailing]
                       if trailing else ["The project leads every peer in every cell of this run."]), ""]
+    return out
+
+
+def api_table(name: str, api: list[dict]) -> list[str]:
+    """One table for the runs of one series of the API at its defaults (``name``: the series' label)."""
+    heading = ("float32, the API's defaults until bf16 became `auto` on AMX-BF16, against ONNX Runtime and OpenVINO"
+               if name == "API defaults" else name)
+    out: list[str] = []
+    sides = [s for s in SIDES if f"{s}_ms" in api[0]["rows"][0]]
+    out += [f"## {heading}", "",
+            "`python scripts/bench_inference.py --peers --all_cells --project api --json ...`: `srkit.api`'s "
+            "`Upscaler` with its defaults on a tensor (tiles chosen per image, the fast path, the streamed "
+            "kernels this CPU runs, `precision=\"auto\"`) against ONNX Runtime's CPU provider, OpenVINO set "
+            "to float32 (`openvino`) and OpenVINO with its defaults (`openvino_default`, no precision hint) on "
+            "the project's own ONNX export of the same weights. 1280x720 output, every side in its own process "
+            "with the same threads, the sides taking turns; median of 3 per run. The ratio is the peer's time "
+            "over the project's (above 1: the project is faster).", "", _precisions(api), "",
+            "| model | scale | project ms | " + " | ".join(f"{s} ms" for s in sides) + " | " +
+            " | ".join(f"vs {s}, run " + ", ".join(str(i + 1) for i in range(len(api))) for s in sides) + " |",
+            "|---|---|---|" + "---|" * len(sides) * 2]
+    for i, row in enumerate(api[0]["rows"]):
+        ratios = [" / ".join(f"{r['rows'][i][f'project_vs_{s}']:.2f}x" for r in api) for s in sides]
+        out.append(f"| {row['model']} | x{row['scale']:g} | {row['project_ms']:.0f} | " +
+                   " | ".join(f"{row[f'{s}_ms']:.0f}" for s in sides) + " | " + " | ".join(ratios) + " |")
+    worst = {s: min(r["rows"][i][f"project_vs_{s}"] for r in api for i in range(len(r["rows"]))) for s in sides}
+    out += ["", "Lowest ratio over every cell and run: " + ", ".join(f"{s} {v:.2f}x" for s, v in worst.items())
+            + ". Largest output difference from a peer: "
+            + f"{max(row[f'{s}_diff'] for r in api for row in r['rows'] for s in sides):.1e}.", "",
+            "Machines: " + "; ".join(f"run {i + 1}: {_machine(r['machine'])}" for i, r in enumerate(api)), ""]
+    trailing = [f"- {_cell(row)} trails {s} ({min(r['rows'][i][f'project_vs_{s}'] for r in api):.2f}x at worst)"
+                + (f": {why}" if (why := _reason(name, row["model"], row["scale"])) else "")
+                for i, row in enumerate(api[0]["rows"]) for s in sides
+                if min(r["rows"][i][f"project_vs_{s}"] for r in api) < 1]
+    if trailing:
+        general = _reason(name, None, None)
+        out += [f"Where the project trails, and why: {general or 'see each cell.'}", "", *trailing, ""]
     return out
 
 
