@@ -22,16 +22,30 @@ from srkit.inference.fast.onednn import OneDNNFallbackWarning
 
 
 class StreamedOrPlain(nn.Module):
-    """A part with two forms: ``streamed``, a kernel that returns None for an input it does not take (or None
-    where none runs here), and ``plain(...)``, the modules it stands for, which run whenever it declines.
-    Subclasses set ``self.streamed`` (a class attribute would hide the registered submodule)."""
+    """A part with up to three forms, tried in order: ``streamed_bf16``, a bf16 kernel (cpu_bf16), for a bf16
+    input; ``streamed``, a float32 kernel (cpu_fp32), which reads a float32 copy of a bf16 input where
+    prepare_fast kept its weights float32 (``_float_for``); and ``plain(...)``, the modules it stands for. A
+    kernel returns None for an input it does not take (and is None where none runs here); the next form runs.
+    Subclasses set ``self.streamed`` (and ``self.streamed_bf16`` where there is one); a class attribute would
+    hide the registered submodule."""
 
     def plain(self, *args):
         raise NotImplementedError
 
-    def forward(self, *args):
-        y = self.streamed(*args) if self.streamed is not None else None
-        return self.plain(*args) if y is None else y
+    def forward(self, x: torch.Tensor, *args):
+        bf16 = getattr(self, "streamed_bf16", None)
+        y = bf16(x, *args) if bf16 is not None and x.dtype == torch.bfloat16 else None
+        if y is None and self.streamed is not None:
+            y = self.streamed(_float_for(self.streamed, x), *args)
+        return self.plain(x, *args) if y is None else y
+
+
+def _float_for(streamed: nn.Module, x: torch.Tensor) -> torch.Tensor:
+    """``x`` as a float32 streamed kernel without a bf16 form reads it: a float32 copy of a bf16 map where
+    prepare_fast kept that kernel's weights float32 in a bf16 model (its output is the image, or feeds the
+    image-side convs, which run float32 anyway), else ``x``."""
+    keeps = all(b.dtype != torch.bfloat16 for b in streamed.buffers())
+    return x.float() if x.dtype == torch.bfloat16 and keeps else x
 
 
 class _Subtract(nn.Module):
@@ -432,26 +446,6 @@ class SubPixelTail(StreamedOrPlain):
     def plain(self, x: torch.Tensor) -> torch.Tensor:
         return self.exit(self.up(x))
 
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        if self.streamed_bf16 is not None and x.dtype == torch.bfloat16:
-            y = self.streamed_bf16(x)
-            if y is not None:
-                return y
-        return _float_streamed_or_plain(self, x)
-
-
-def _float_for(streamed: nn.Module, x: torch.Tensor) -> torch.Tensor:
-    """``x`` as a float32 streamed kernel without a bf16 form reads it: a float32 copy of a bf16 map where
-    prepare_fast kept that kernel's weights float32 in a bf16 model (its output is the image, or feeds the
-    image-side convs, which run float32 anyway), else ``x``."""
-    keeps = all(b.dtype != torch.bfloat16 for b in streamed.buffers())
-    return x.float() if x.dtype == torch.bfloat16 and keeps else x
-
-
-def _float_streamed_or_plain(part: StreamedOrPlain, x: torch.Tensor, *args) -> torch.Tensor:
-    """``part``'s float32 streamed kernel on ``_float_for`` its input, else its plain form on the input as given."""
-    y = part.streamed(_float_for(part.streamed, x), *args) if part.streamed is not None else None
-    return part.plain(x, *args) if y is None else y
 
 
 class ShuffleExit(StreamedOrPlain):
@@ -468,9 +462,6 @@ class ShuffleExit(StreamedOrPlain):
     def plain(self, x: torch.Tensor) -> torch.Tensor:
         return self.exit(self.shuffle(x))
 
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return _float_streamed_or_plain(self, x)
-
 
 class ShuffleResize(StreamedOrPlain):
     """A declared resize (``FastPath.resize``) given the upsampler's output before its last pixel shuffle: on
@@ -483,9 +474,6 @@ class ShuffleResize(StreamedOrPlain):
 
     def plain(self, x: torch.Tensor, out_hw: tuple[int, int], factor: float) -> torch.Tensor:
         return self.resize(self.shuffle(x), out_hw, factor)
-
-    def forward(self, x: torch.Tensor, out_hw: tuple[int, int], factor: float) -> torch.Tensor:
-        return _float_streamed_or_plain(self, x, out_hw, factor)
 
 
 def _fuse_sequence(mods: list[nn.Module], nhwc: bool = True) -> list[nn.Module]:
@@ -529,8 +517,4 @@ class WideBody(StreamedOrPlain):
 
     def plain(self, x: torch.Tensor) -> torch.Tensor:
         return self.body(x)
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        y = self.streamed_bf16(x) if self.streamed_bf16 is not None and x.dtype == torch.bfloat16 else None
-        return super().forward(x) if y is None else y
 
