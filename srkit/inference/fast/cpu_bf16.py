@@ -38,7 +38,7 @@ import torch
 import torch.nn as nn
 
 from srkit.inference.fast.backends import Backend, register
-from srkit.inference.fast.cpu_fp32 import _overlap, _pixel_stride, winograd_weights
+from srkit.inference.fast.cpu_fp32 import _overlap, _pixel_stride, residual_convs, winograd_weights
 from srkit.inference.precision import _cpu_flags
 
 _ABI = 4  # cpu_bf16_avx512bf16.c's ABI must match
@@ -215,27 +215,11 @@ class ResidualBF16(nn.Module):
     @classmethod
     def from_body(cls, body: list[nn.Module]) -> "ResidualBF16 | None":
         """The kernel for ``body`` (a residual block's modules in order), or None when it does not fit."""
-        convs, relus = [], []
-        for m in body:
-            if isinstance(m, nn.Conv2d):
-                convs.append(m)
-                relus.append(False)
-            elif isinstance(m, nn.ReLU) and relus and not relus[-1]:
-                relus[-1] = True
-            else:
-                return None
-        if not convs or any(c.in_channels != 64 or c.out_channels != 64 or c.bias is None or c.stride != (1, 1)
-                            or c.dilation != (1, 1) or c.padding_mode != "zeros" for c in convs):
+        parts = residual_convs(body)
+        if parts is None:
             return None
-        one = convs[-1] if convs[-1].kernel_size == (1, 1) and convs[-1].groups == 1 \
-            and convs[-1].padding == (0, 0) and len(convs) > 1 else None
-        threes = convs[:-1] if one is not None else convs
-        groups = threes[0].groups
-        if len(threes) > 4 or groups not in (1, 4) or relus[-1] \
-                or any(c.kernel_size != (3, 3) or c.padding != (1, 1) or c.groups != groups for c in threes) \
-                or not all(relus[:len(threes) - (0 if one is not None else 1)]):
-            return None
-        return cls([c.weight for c in threes], [c.bias for c in threes], groups,
+        threes, one = parts
+        return cls([c.weight for c in threes], [c.bias for c in threes], threes[0].groups,
                    one.weight if one is not None else None, one.bias if one is not None else None)
 
     def forward(self, x: torch.Tensor, out: torch.Tensor) -> bool:

@@ -170,6 +170,33 @@ def winograd_weights(w: torch.Tensor, groups: int) -> torch.Tensor:
     return u.float().reshape(-1).contiguous()
 
 
+def residual_convs(body: list[nn.Module]) -> tuple[list[nn.Conv2d], nn.Conv2d | None] | None:
+    """The 3x3 convs and the optional final 1x1 of a residual block's body (its modules in order) as the
+    streamed residual kernels (float32 and bf16) serve it: 64 channels, up to four 3x3 convs of groups 1 or 4,
+    padding 1, a ReLU after each but the last (the 1x1, when there is one, follows a ReLU); None otherwise."""
+    convs, relus = [], []
+    for m in body:
+        if isinstance(m, nn.Conv2d):
+            convs.append(m)
+            relus.append(False)
+        elif isinstance(m, nn.ReLU) and relus and not relus[-1]:
+            relus[-1] = True
+        else:
+            return None
+    if not convs or any(c.in_channels != 64 or c.out_channels != 64 or c.bias is None or c.stride != (1, 1)
+                        or c.dilation != (1, 1) or c.padding_mode != "zeros" for c in convs):
+        return None
+    one = convs[-1] if convs[-1].kernel_size == (1, 1) and convs[-1].groups == 1 \
+        and convs[-1].padding == (0, 0) and len(convs) > 1 else None
+    threes = convs[:-1] if one is not None else convs
+    groups = threes[0].groups
+    if len(threes) > 4 or groups not in (1, 4) or relus[-1] \
+            or any(c.kernel_size != (3, 3) or c.padding != (1, 1) or c.groups != groups for c in threes) \
+            or not all(relus[:len(threes) - (0 if one is not None else 1)]):
+        return None
+    return threes, one
+
+
 class StreamedResidual(nn.Module):
     """``relu(body(x) + x)`` for a body of 3x3 convs (ReLU after all but possibly the last) and an optional
     final 1x1, 64 channels, groups 1 or 4, written into a caller's NHWC destination."""
@@ -192,27 +219,11 @@ class StreamedResidual(nn.Module):
     @classmethod
     def from_body(cls, body: list[nn.Module]) -> "StreamedResidual | None":
         """The kernel for ``body`` (a residual block's modules in order), or None when it does not fit."""
-        convs, relus = [], []
-        for m in body:
-            if isinstance(m, nn.Conv2d):
-                convs.append(m)
-                relus.append(False)
-            elif isinstance(m, nn.ReLU) and relus and not relus[-1]:
-                relus[-1] = True
-            else:
-                return None
-        if not convs or any(c.in_channels != 64 or c.out_channels != 64 or c.bias is None or c.stride != (1, 1)
-                            or c.dilation != (1, 1) or c.padding_mode != "zeros" for c in convs):
+        parts = residual_convs(body)
+        if parts is None:
             return None
-        one = convs[-1] if convs[-1].kernel_size == (1, 1) and convs[-1].groups == 1 \
-            and convs[-1].padding == (0, 0) and len(convs) > 1 else None
-        threes = convs[:-1] if one is not None else convs
-        groups = threes[0].groups
-        if len(threes) > 4 or groups not in (1, 4) or relus[-1] \
-                or any(c.kernel_size != (3, 3) or c.padding != (1, 1) or c.groups != groups for c in threes) \
-                or not all(relus[:len(threes) - (0 if one is not None else 1)]):
-            return None
-        return cls([c.weight for c in threes], [c.bias for c in threes], groups,
+        threes, one = parts
+        return cls([c.weight for c in threes], [c.bias for c in threes], threes[0].groups,
                    one.weight if one is not None else None, one.bias if one is not None else None)
 
     def forward(self, x: torch.Tensor, out: torch.Tensor) -> bool:
