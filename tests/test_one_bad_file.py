@@ -11,10 +11,12 @@ import warnings
 from pathlib import Path
 
 import numpy as np
+import torch
 from PIL import Image, ImageSequence
 from skimage import data
 
 from conftest import run_dir
+from srkit.inference.precision import NAMES, resolve
 
 BIN = Path(sys.executable).parent
 
@@ -86,7 +88,8 @@ def test_upscale_names_each_damaged_file_once_and_writes_the_rest(tmp_path, rand
         assert sum(str(src / name) in line for line in errors) == 1, (name, r.stderr[-3000:])
     assert len(errors) == len(bad)
     assert sorted(p.name for p in out.iterdir()) == ["a_good.png", "z_good.png"]
-    assert f"upscaled 2 of 6 image(s) x2 into {out} (fp32); 4 failed" in r.stdout
+    ran = NAMES[resolve("auto", torch.device("cpu"))]  # the default precision on this CPU (bf16 on AMX-BF16)
+    assert f"upscaled 2 of 6 image(s) x2 into {out} ({ran}); 4 failed" in r.stdout
 
 
 def test_evaluation_scores_the_good_images_and_lists_the_failures(tmp_path, random_carn_m):
