@@ -38,7 +38,7 @@ import torch
 import torch.nn as nn
 
 from srkit.inference.fast.backends import Backend, register
-from srkit.inference.fast.cpu_fp32 import _overlap, _pixel_stride, residual_convs, winograd_weights
+from srkit.inference.fast.cpu_fp32 import _overlap, _pixel_stride, residual_from_body, winograd_weights
 from srkit.inference.precision import _cpu_flags
 
 _ABI = 4  # cpu_bf16_avx512bf16.c's ABI must match
@@ -212,15 +212,7 @@ class ResidualBF16(nn.Module):
         self.register_buffer("w1", None if w1 is None else pack1x1(w1))
         self.register_buffer("b1", None if b1 is None else float_bits(b1))
 
-    @classmethod
-    def from_body(cls, body: list[nn.Module]) -> "ResidualBF16 | None":
-        """The kernel for ``body`` (a residual block's modules in order), or None when it does not fit."""
-        parts = residual_convs(body)
-        if parts is None:
-            return None
-        threes, one = parts
-        return cls([c.weight for c in threes], [c.bias for c in threes], threes[0].groups,
-                   one.weight if one is not None else None, one.bias if one is not None else None)
+    from_body = classmethod(residual_from_body)  # the kernel for a residual body, or None
 
     def forward(self, x: torch.Tensor, out: torch.Tensor) -> bool:
         """Write ``relu(body(x) + x)`` into ``out``; False (nothing written) when the kernel cannot run here."""

@@ -197,6 +197,17 @@ def residual_convs(body: list[nn.Module]) -> tuple[list[nn.Conv2d], nn.Conv2d | 
     return threes, one
 
 
+def residual_from_body(cls: type, body: list[nn.Module]):
+    """``cls(w3, b3, groups, w1, b1)`` for ``body`` (a residual block's modules in order), the constructor both
+    residual kernels (float32 and bf16) take, or None when it does not fit (``residual_convs``)."""
+    parts = residual_convs(body)
+    if parts is None:
+        return None
+    threes, one = parts
+    return cls([c.weight for c in threes], [c.bias for c in threes], threes[0].groups,
+               one.weight if one is not None else None, one.bias if one is not None else None)
+
+
 class StreamedResidual(nn.Module):
     """``relu(body(x) + x)`` for a body of 3x3 convs (ReLU after all but possibly the last) and an optional
     final 1x1, 64 channels, groups 1 or 4, written into a caller's NHWC destination."""
@@ -216,15 +227,7 @@ class StreamedResidual(nn.Module):
         self.register_buffer("w1", None if w1 is None else w1.detach().float().reshape(64, 64).t().reshape(-1))
         self.register_buffer("b1", None if b1 is None else b1.detach().float().contiguous())
 
-    @classmethod
-    def from_body(cls, body: list[nn.Module]) -> "StreamedResidual | None":
-        """The kernel for ``body`` (a residual block's modules in order), or None when it does not fit."""
-        parts = residual_convs(body)
-        if parts is None:
-            return None
-        threes, one = parts
-        return cls([c.weight for c in threes], [c.bias for c in threes], threes[0].groups,
-                   one.weight if one is not None else None, one.bias if one is not None else None)
+    from_body = classmethod(residual_from_body)  # the kernel for a residual body, or None
 
     def forward(self, x: torch.Tensor, out: torch.Tensor) -> bool:
         """Write ``relu(body(x) + x)`` into ``out``; False (nothing written) when the kernel cannot run here."""
