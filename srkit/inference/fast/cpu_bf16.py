@@ -6,17 +6,19 @@ The bf16 twins of the float32 streamed kernels (srkit.inference.fast.cpu_fp32) f
   grouped 3x3, ReLU, 1x1), ``relu(body(x) + x)`` from a bf16 NHWC map into any bf16 NHWC destination (a slice
   of the cascade buffer), its intermediates never stored;
 - ``fuse1x1``: a cascade's 1x1 fusion over the bf16 buffer's 64-channel blocks, bias and ReLU in the store;
-- ``ConvBF16``: a 3x3 conv from 64 channels (+ ReLU), by rows: dense to 64 n outputs, or (AMX only) in 4 groups
+- ``ConvBF16``: a 3x3 conv from 64 channels (+ ReLU), by rows: dense to 64 n outputs, or in 4 groups
   of 16 channels to 16 m outputs each (an upsampling conv);
-- ``TailBF16`` (AMX only): the x2 tail, the last upsampling conv + ReLU + the sub-pixel exit conv + pixel
+- ``TailBF16``: the x2 tail, the last upsampling conv + ReLU + the sub-pixel exit conv + pixel
   shuffle, without the 256-channel map; its output is the float32 image;
-- ``WideBodyBF16`` (AMX only): a wide-activation body (1x1 to 64 n, ReLU, 1x1 to at most 64, 3x3 to 64), by rows;
+- ``ShuffleExitBF16``: the exit conv after an x3 pixel shuffle, read from the unshuffled bf16 map (vdpbf16ps
+  only; where AMX runs, the float32 kernel is kept);
+- ``WideBodyBF16``: a wide-activation body (1x1 to 64 n, ReLU, 1x1 to at most 64, 3x3 to 64), by rows;
 - ``channel_mean``, ``scale_add``: an SE-scaled residual's passes over a bf16 map (torch's bf16 reductions and
   pointwise ops measured 2-4x slower than its float32 ones here).
 
 Products are AMX tile products where the CPU has AMX-BF16 (``SRKIT_BF16_AMX=0`` turns them off), else vdpbf16ps
 (bf16 pairs, float32 accumulation either way); bias, ReLU and the residual add are float32 before the one
-rounding to bf16. The kernels marked AMX only decline elsewhere. Each returns False / None where it cannot
+rounding to bf16. Each returns False / None where it cannot
 serve (no build, no AVX512-BF16, turned off, not bf16 on the CPU, gradients on) and the caller runs its other
 path. The library is chosen like the
 float32 builds (cpu_fp32.py): ``SRKIT_CPU_KERNELS=off`` (or ``SRKIT_NO_CPU_KERNELS=1``) turns it off; a
@@ -41,7 +43,7 @@ from srkit.inference.fast.backends import Backend, register
 from srkit.inference.fast.cpu_fp32 import _overlap, _pixel_stride, residual_from_body, winograd_weights
 from srkit.inference.precision import _cpu_flags
 
-_ABI = 4  # cpu_bf16_avx512bf16.c's ABI must match
+_ABI = 5  # cpu_bf16_avx512bf16.c's ABI must match
 _VARIANT = 3
 _STEM = "_cpu_bf16"
 _LIB: ctypes.CDLL | None | bool = None  # None: not looked for yet; False: not usable here
@@ -69,7 +71,8 @@ def _load(path: Path) -> ctypes.CDLL:
                        ("srkit_bf16_wide_body", [p, long, p, long, i, i, i, p, p, p, p, p, p, i]),
                        ("srkit_bf16_channel_sums", [p, long, long, p, i]),
                        ("srkit_bf16_gconv3x3", [p, long, i, i, i, p, p, i, p, p, long, i]),
-                       ("srkit_bf16_scale_add", [p, long, p, p, long, ctypes.c_float, p, long, long, i])):
+                       ("srkit_bf16_scale_add", [p, long, p, p, long, ctypes.c_float, p, long, long, i]),
+                       ("srkit_bf16_shuffle_exit", [p, long, i, i, i, i, p, p, p, p, long, long, long, i])):
         getattr(lib, name).argtypes = args
         getattr(lib, name).restype = i
     lib.srkit_bf16_amx.argtypes, lib.srkit_bf16_amx.restype = [i], i
@@ -130,8 +133,14 @@ def unavailable_reason() -> str:
 
 
 BACKEND = register(Backend("cpu_bf16", "cpu", (torch.bfloat16,), "x86-64 with AVX512-BF16 (AMX-BF16 where present)",
-                           "streamed bf16 residual blocks, cascade fusions, upsampling convs, x2 tail, wide bodies",
+                           "streamed bf16 residual blocks, cascade fusions, upsampling convs, x2 tail, "
+                           "x3 shuffle exit, wide bodies",
                            True, unavailable_reason))
+
+
+def amx_wanted() -> bool:
+    """Whether the kernels take their AMX forms here: loaded, the CPU has AMX-BF16, not ``SRKIT_BF16_AMX=0``."""
+    return available() and "amx_bf16" in _cpu_flags() and os.environ.get("SRKIT_BF16_AMX", "1") != "0"
 
 
 def serves(weight: torch.Tensor) -> bool:
@@ -277,6 +286,7 @@ class ConvBF16(nn.Module):
             self.register_buffer("w", torch.cat(parts))
             self.register_buffer("u", None)
         self.register_buffer("b", float_bits(bias))
+        self.workspace = None  # set by srkit.inference.fast.prepare_fast: outputs not fresh pages each call
 
     @classmethod
     def from_conv(cls, conv: nn.Module, relu: bool) -> "ConvBF16 | None":
@@ -304,7 +314,9 @@ class ConvBF16(nn.Module):
         dtype = torch.float32 if float_out else torch.bfloat16
         shape = (n, self.out_channels, h, w)
         if out is None or out.shape != shape or out.dtype != dtype or not out.is_contiguous(memory_format=torch.channels_last):
-            out = torch.empty(shape, dtype=dtype, memory_format=torch.channels_last)
+            like = self.b.view(dtype) if float_out else x
+            out = self.workspace.take(shape, like, memory_format=torch.channels_last) if self.workspace is not None \
+                else torch.empty(shape, dtype=dtype, memory_format=torch.channels_last)
         for i in range(n):
             y = out[i].data_ptr()
             yb, yf = (None, y) if float_out else (y, None)
@@ -316,15 +328,13 @@ class ConvBF16(nn.Module):
                 rc = lib.srkit_bf16_gconv3x3(x[i].data_ptr(), xs, h, w, self.out_channels // 4, self.w.data_ptr(),
                                              self.b.data_ptr(), int(self.relu), yb, yf, self.out_channels,
                                              torch.get_num_threads())
-                if rc == -1 and i == 0:
-                    return None  # the grouped form is AMX only: nothing written
             _check(rc, "srkit_bf16_conv3x3")
         return out
 
 
 class TailBF16(nn.Module):
     """The bf16 form of ``srkit.inference.fast.cpu_fp32.StreamedTail`` (its weights, repacked): from a bf16 map to
-    the float32 image at twice its size. AMX only: elsewhere it declines (None) and the float32 tail runs."""
+    the float32 image at twice its size; None where it cannot run (the float32 tail then runs)."""
 
     def __init__(self, tail: nn.Module) -> None:
         super().__init__()
@@ -353,14 +363,48 @@ class TailBF16(nn.Module):
                                               self.mask.data_ptr(), y[i].data_ptr(), y.stride(2), y.stride(3),
                                               y.stride(1), torch.get_num_threads())
             if rc == -1 and i == 0:
-                return None  # no AMX here (or a shape it does not serve): nothing written
+                return None  # a shape it does not serve: nothing written
             _check(rc, "srkit_bf16_subpixel_tail")
+        return y
+
+
+class ShuffleExitBF16(nn.Module):
+    """The bf16 form of ``srkit.inference.fast.cpu_fp32.StreamedShuffleExit`` (its weights, repacked): the exit
+    conv after an x r pixel shuffle, read from the bf16 unshuffled map; its output is the float32 image. Its
+    products are vdpbf16ps on every CPU (the 32 output lanes fit no AMX tile shape), so a model prepared where
+    AMX runs keeps the float32 kernel instead (``amx_wanted``: vdpbf16ps there does half the float32 FMA's
+    multiply-adds a cycle)."""
+
+    def __init__(self, k: nn.Module) -> None:
+        super().__init__()
+        self.r, self.groups = k.r, k.groups
+        self.register_buffer("we", pairs(k.we.float().reshape(9 * k.r * k.r, 64, 32)))
+        self.register_buffer("be", float_bits(k.be))
+        self.register_buffer("mask", k.mask.clone())
+        self.workspace = None  # set by srkit.inference.fast.prepare_fast
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor | None:
+        """The 3-channel float32 output at r times ``x``'s size (channels_last), or None when it cannot run."""
+        lib = _runnable(x)
+        xs = _pixel_stride(x)
+        r = self.r
+        if lib is None or xs is None or x.shape[1] != 64 * r * r:
+            return None
+        n, _, h, w = x.shape
+        shape = (n, 3, r * h, r * w)
+        y = self.workspace.take(shape, self.be.view(torch.float32), memory_format=torch.channels_last) \
+            if self.workspace is not None else torch.empty(shape, memory_format=torch.channels_last)
+        for i in range(n):
+            _check(lib.srkit_bf16_shuffle_exit(x[i].data_ptr(), xs, h, w, self.groups, r, self.we.data_ptr(),
+                                               self.be.data_ptr(), self.mask.data_ptr(), y[i].data_ptr(),
+                                               y.stride(2), y.stride(3), y.stride(1), torch.get_num_threads()),
+                   "srkit_bf16_shuffle_exit")
         return y
 
 
 class WideBodyBF16(nn.Module):
     """The bf16 form of ``srkit.inference.fast.cpu_fp32.StreamedWideBody`` (its weights, repacked): a bf16 map to a
-    bf16 map (into a caller's NHWC destination, or a new tensor). AMX only: elsewhere it declines (None)."""
+    bf16 map (into a caller's NHWC destination, or a new tensor); None where it cannot run."""
 
     def __init__(self, body: nn.Module) -> None:
         super().__init__()
@@ -371,6 +415,7 @@ class WideBodyBF16(nn.Module):
         self.register_buffer("b2", float_bits(body.b2))
         self.register_buffer("w3", pairs(body.w3.float().reshape(9, 64, 64)))
         self.register_buffer("b3", float_bits(body.b3))
+        self.workspace = None  # set by srkit.inference.fast.prepare_fast
 
     def forward(self, x: torch.Tensor, out: torch.Tensor | None = None) -> torch.Tensor | None:
         lib = _runnable(x)
@@ -378,7 +423,8 @@ class WideBodyBF16(nn.Module):
         if lib is None or xs is None or x.shape[1] != 64:
             return None
         if out is None:
-            out = torch.empty_like(x, memory_format=torch.channels_last)
+            out = self.workspace.take(tuple(x.shape), x, memory_format=torch.channels_last) \
+                if self.workspace is not None else torch.empty_like(x, memory_format=torch.channels_last)
         ys = _pixel_stride(out)
         if ys is None or out.shape != x.shape or out.dtype != torch.bfloat16 or _overlap(x, out):
             return None
@@ -389,7 +435,7 @@ class WideBodyBF16(nn.Module):
                                           self.b2.data_ptr(), self.w3.data_ptr(), self.b3.data_ptr(),
                                           torch.get_num_threads())
             if rc == -1 and i == 0:
-                return None  # no AMX here: nothing written
+                return None  # a shape it does not serve: nothing written
             _check(rc, "srkit_bf16_wide_body")
         return out
 

@@ -82,8 +82,8 @@ class FusedConv(nn.Module):
         self.streamed = StreamedConv3x3.from_conv(self, relu) if cpu_fp32.serves(w) else None
         # its bf16 form (cpu_bf16, CPUs with AVX512-BF16 / AMX-BF16), for a bf16 model
         self.streamed_bf16 = cpu_bf16.ConvBF16.from_conv(self, relu) if cpu_bf16.serves(w) else None
-        # its output in float32 when a float32 kernel reads it next (a bf16 model's x3 shuffle exit, shuffle +
-        # resize): written once in float32 rather than in bf16 and then copied to float32 (_float_for)
+        # its output in float32 when a float32 kernel reads it next (a bf16 model's x3 shuffle exit where AMX
+        # runs, shuffle + resize): written once in float32 rather than in bf16 and then copied (_float_for)
         self.bf16_float_out = False
 
     def _onednn(self, x: torch.Tensor, binary: bool) -> bool:
@@ -458,6 +458,8 @@ class ShuffleExit(StreamedOrPlain):
         self.shuffle, self.exit = shuffle, exit_conv
         self.streamed = StreamedShuffleExit.from_conv(exit_conv, shuffle.r, shuffle.groups) \
             if cpu_fp32.serves(exit_conv.weight) else None
+        self.streamed_bf16 = cpu_bf16.ShuffleExitBF16(self.streamed) if self.streamed is not None \
+            and cpu_bf16.serves(exit_conv.weight) and not cpu_bf16.amx_wanted() else None
 
     def plain(self, x: torch.Tensor) -> torch.Tensor:
         return self.exit(self.shuffle(x))
@@ -501,7 +503,8 @@ def _fuse_sequence(mods: list[nn.Module], nhwc: bool = True) -> list[nn.Module]:
     for k in range(len(out) - 1):  # a shuffle the x2 tail does not cover, then the exit conv: one module
         if isinstance(out[k], _ShuffleNHWC) and isinstance(out[k + 1], FusedConv) and not out[k + 1].relu:
             out[k:k + 2] = [ShuffleExit(out[k], out[k + 1]), None]
-            if k > 0 and isinstance(out[k - 1], FusedConv) and out[k].streamed is not None:
+            if k > 0 and isinstance(out[k - 1], FusedConv) and out[k].streamed is not None \
+                    and out[k].streamed_bf16 is None:  # a float32 kernel reads the conv's output
                 out[k - 1].bf16_float_out = True
     return [m for m in out if m is not None]
 

@@ -13,18 +13,24 @@
    win (40-60 ms; a grouped block 48 vs 65-112 ms and oneDNN bf16 97 ms; a 64 -> 256 conv 142 vs 479 ms,
    oneDNN bf16 167 ms; a 1x1 fusion over 2-4 blocks 24-28 ms vs torch's bf16 addmm 49-56 ms), so they replace
    oneDNN's bf16 primitives wherever they serve.
-   The vdpbf16ps path serves CPUs with AVX512-BF16 and no AMX (AMD Zen 4), not measured here.
+   On a 2-core AMD EPYC Zen 5 (AVX512-BF16, no AMX) the vdpbf16ps kernels win (same script, 640x360): a dense
+   block 23.5 ms with Winograd, 36 ms direct, vs 44.6 ms float32 and 23.1 ms oneDNN bf16; a grouped block 15.1
+   vs 23.7 ms (oneDNN bf16 15.2); a 1x1 fusion over 2-4 blocks 4.7-8.4 ms vs torch's bf16 addmm 11-12 ms (with
+   the next pixels prefetched: 10-15 ms without); a 64 -> 256 conv 74 vs 140 ms. The kernels that tile AMX's
+   way (the x2 tail, the wide body, the grouped conv) have vdpbf16ps forms of their block products for it.
 
    - srkit_bf16_resblock: relu(body(x) + x), body = n 3x3 convs (ReLU after each but possibly the last), then
      optionally a 1x1: a dense residual block (groups 1) or an efficient one (groups 4 + 1x1).
    - srkit_bf16_fuse1x1: a cascade's 1x1 fusion over the buffer's 64-channel blocks, bias and ReLU in the store.
    - srkit_bf16_conv3x3: a dense 3x3 conv from 64 channels to 64 n + bias (+ ReLU), by rows, bf16 or float32
      output (an upsampling conv).
-   - srkit_bf16_gconv3x3 (AMX only): a grouped 3x3 conv, 4 groups of 16 channels to 16 m outputs each.
-   - srkit_bf16_wide_body (AMX only): a wide-activation body, 1x1, ReLU, 1x1, 3x3, by rows.
+   - srkit_bf16_gconv3x3: a grouped 3x3 conv, 4 groups of 16 channels to 16 m outputs each.
+   - srkit_bf16_wide_body: a wide-activation body, 1x1, ReLU, 1x1, 3x3, by rows.
    - srkit_bf16_channel_sums, srkit_bf16_scale_add: an SE-scaled residual's passes over a bf16 map.
-   - srkit_bf16_subpixel_tail (AMX only): the x2 tail, the last upsampling conv + ReLU + the sub-pixel exit
+   - srkit_bf16_subpixel_tail: the x2 tail, the last upsampling conv + ReLU + the sub-pixel exit
      conv + pixel shuffle, the 256-channel map in a ring of three bf16 rows.
+   - srkit_bf16_shuffle_exit (vdpbf16ps only): the exit conv after an x3 pixel shuffle, read from the bf16
+     unshuffled map.
 
    Weights are packed on the Python side as [input pairs][outputs][2] bf16 (one zmm: 16 outputs x 2 inputs).
    A dense 3x3 conv runs as 1-D Winograd F(4,3) when the caller passes transformed weights (input transform in
@@ -39,7 +45,7 @@
 #include <string.h>
 
 #define MAX3 4
-#define ABI 4         /* bump with any change of the exported functions (cpu_bf16.py: _ABI) */
+#define ABI 5         /* bump with any change of the exported functions (cpu_bf16.py: _ABI) */
 #define MAXTHREADS 64
 
 typedef uint16_t bf16;
@@ -309,6 +315,66 @@ static void amx_exit(const bf16 *const *rows, const bf16 *w, const unsigned char
 }
 static inline void _tile_release(void) {}
 #endif
+
+/* ---- The block products of the kernels that tile AMX's way (the x2 tail, the wide body, the grouped conv) on
+   vdpbf16ps, for a CPU with AVX512-BF16 and no AMX (AMD Zen 4/5): the operands and results of amx_conv,
+   amx_g16 and amx_exit, 4 pixels x 64 outputs or 16 pixels x 16 outputs at a time in registers. ---- */
+static void dp_conv(const bf16 *const *rows, int KS, int K, const bf16 *w, float *out, int x0) {
+    const int K2 = K / 2;
+    for (int p0 = x0; p0 < x0 + 32; p0 += 4) {
+        __m512 acc[16];
+        _Pragma("GCC unroll 16") for (int i = 0; i < 16; i++) acc[i] = _mm512_setzero_ps();
+        for (int ky = 0; ky < KS; ky++)
+            for (int kx = 0; kx < KS; kx++) {
+                const pair *src = (const pair *)(rows[ky] + (long)(p0 + kx) * K);
+                const pair *wk = (const pair *)w + (long)(ky * KS + kx) * K2 * 64;
+                ACCUMULATE(4, 4, K2, K2, src, wk, acc)
+            }
+        _Pragma("GCC unroll 4") for (int p = 0; p < 4; p++)
+            _Pragma("GCC unroll 4") for (int m = 0; m < 4; m++)
+                _mm512_store_ps(out + (long)(p0 + p) * 64 + m * 16, acc[p * 4 + m]);
+    }
+}
+static void dp_g16(const bf16 *const *rows, const bf16 *w, float *out, int x0) {
+    for (int p0 = x0; p0 < x0 + 64; p0 += 16) {
+        __m512 acc[16];
+        _Pragma("GCC unroll 16") for (int i = 0; i < 16; i++) acc[i] = _mm512_setzero_ps();
+        for (int ky = 0; ky < 3; ky++)
+            for (int kx = 0; kx < 3; kx++) {
+                const pair *src = (const pair *)(rows[ky] + (long)(p0 + kx) * 16);
+                const pair *wk = (const pair *)w + (ky * 3 + kx) * 8 * 16;
+                ACCUMULATE(16, 1, 8, 8, src, wk, acc)
+            }
+        _Pragma("GCC unroll 16") for (int p = 0; p < 16; p++) _mm512_store_ps(out + (long)(p0 + p) * 16, acc[p]);
+    }
+}
+static void dp_exit(const bf16 *const *rows, const bf16 *w, const unsigned char *mask, float *out, int x0) {
+    for (int p0 = x0; p0 < x0 + 64; p0 += 16) {
+        __m512 acc[16];
+        _Pragma("GCC unroll 16") for (int i = 0; i < 16; i++) acc[i] = _mm512_setzero_ps();
+        for (int ky = 0; ky < 3; ky++)
+            for (int kx = 0; kx < 3; kx++)
+                for (int q = 0; q < 4; q++) {
+                    const int tq = (ky * 3 + kx) * 4 + q;
+                    if (!mask[tq]) continue;
+                    const pair *src = (const pair *)(rows[ky] + (long)(p0 + kx) * 256 + q * 64);
+                    const pair *wk = (const pair *)w + (long)tq * 32 * 16;
+                    ACCUMULATE(16, 1, 32, 128, src, wk, acc)
+                }
+        _Pragma("GCC unroll 16") for (int p = 0; p < 16; p++) _mm512_store_ps(out + (long)(p0 + p) * 16, acc[p]);
+    }
+}
+/* the block products on AMX where it runs (tiles configured by the caller), else on vdpbf16ps */
+static inline void blk_conv(int amx, const bf16 *const *rows, int KS, int K, const bf16 *w, float *out, int x0) {
+    if (amx) amx_conv(rows, KS, K, w, out, x0); else dp_conv(rows, KS, K, w, out, x0);
+}
+static inline void blk_g16(int amx, const bf16 *const *rows, const bf16 *w, float *out, int x0) {
+    if (amx) amx_g16(rows, w, out, x0); else dp_g16(rows, w, out, x0);
+}
+static inline void blk_exit(int amx, const bf16 *const *rows, const bf16 *w, const unsigned char *mask, float *out,
+                            int x0) {
+    if (amx) amx_exit(rows, w, mask, out, x0); else dp_exit(rows, w, mask, out, x0);
+}
 
 /* pixels a block of the direct products: AMX takes 32 (dense) or 64 (grouped) at a time */
 static int block_pixels(int amx, int G) { return amx ? (G == 4 ? 64 : 32) : (G == 4 ? 28 : 6); }
@@ -605,6 +671,16 @@ static void *run_fuse(void *arg) {
             src = src0 = pad;
             stride = stride0 = 64 * j->nchunks;
         }
+        if (np == 6 && p0 + 12 <= j->p1)  /* the next block's pixels, from memory: the buffer is far larger than L2 */
+            for (int p = 6; p < 12; p++) {
+                const bf16 *q0 = src0 + p * stride0, *q = src + p * stride;
+                _mm_prefetch((const char *)q0, _MM_HINT_T0);
+                _mm_prefetch((const char *)(q0 + 32), _MM_HINT_T0);
+                for (int c = 1; c < j->nchunks; c++) {
+                    _mm_prefetch((const char *)(q + c * 64), _MM_HINT_T0);
+                    _mm_prefetch((const char *)(q + c * 64 + 32), _MM_HINT_T0);
+                }
+            }
         __m512 acc[24];
         for (int i = 0; i < 24; i++) acc[i] = zero;
         {
@@ -708,7 +784,7 @@ int srkit_bf16_conv3x3(const bf16 *x, long xs, int H, int W, int nchunks, const 
     return parallel(run_conv, jobs, sizeof(conv_t), n);
 }
 
-/* ---- The x2 tail (AMX only): y = pixel_shuffle(exit'(relu(up(x))), 2), streamed as _cpu_kernels.c's
+/* ---- The x2 tail: y = pixel_shuffle(exit'(relu(up(x))), 2), streamed as _cpu_kernels.c's
    srkit_subpixel_tail: up (3x3, 64 -> 256, groups 1 or 4) into a ring of three bf16 rows of the 256-channel
    map, phase-major ((i * 2 + j) * 64 + c), and the sub-pixel exit conv (256 -> 12) from it, skipping the
    (tap, phase) blocks whose weights are all zero; the float32 image written with any strides. ---- */
@@ -724,7 +800,7 @@ typedef struct {
 
 static void *run_tail(void *arg) {
     tail_t *j = (tail_t *)arg;
-    const int W = j->W, G = j->G, K = 64 / G, Wp = (W + 63) / 64 * 64;
+    const int amx = AMX_ON, W = j->W, G = j->G, K = 64 / G, Wp = (W + 63) / 64 * 64;
     const long xlen = (long)(Wp + 8) * K, elen = (long)(Wp + 8) * 256;
     bf16 *xr = alloc_zeroed(sizeof(bf16) * 3 * G * xlen), *er = alloc_zeroed(sizeof(bf16) * 3 * elen);
     float *out = alloc_zeroed(sizeof(float) * (size_t)Wp * 64);
@@ -750,12 +826,12 @@ static void *run_tail(void *arg) {
                 else
                     load_row(j->x, j->xs, W, G, K, rr, xr + s * xlen, 3 * xlen);
             }
-            tile_config(G == 4 ? CFG_G16 : CFG_D64);
+            if (amx) tile_config(G == 4 ? CFG_G16 : CFG_D64);
             for (int q = 0; q < 4; q++) {         /* chunk q: 64 outputs from group q (G = 4) or all inputs */
                 const int g = G == 4 ? q : 0;
                 const bf16 *rows[3];
                 for (int ky = 0; ky < 3; ky++) rows[ky] = xr + (g * 3 + slot_of(r + ky - 1)) * xlen;
-                for (int x0 = 0; x0 < Wp; x0 += 32) amx_conv(rows, 3, K, j->wa + (long)q * 9 * K * 64, out, x0);
+                for (int x0 = 0; x0 < Wp; x0 += 32) blk_conv(amx, rows, 3, K, j->wa + (long)q * 9 * K * 64, out, x0);
                 for (int m = 0; m < 4; m++) {      /* vector m of chunk q -> its phase-major place */
                     const int off = G == 4 ? m * 64 + q * 16 : q * 64 + m * 16;
                     const __m512 b = _mm512_loadu_ps(j->ba + off);
@@ -766,8 +842,8 @@ static void *run_tail(void *arg) {
             }
         }
         const bf16 *rows[3] = {er + slot_of(h - 1) * elen, er + slot_of(h) * elen, er + slot_of(h + 1) * elen};
-        tile_config(CFG_D64);
-        for (int x0 = 0; x0 < Wp; x0 += 64) amx_exit(rows, j->we, j->mask, out, x0);
+        if (amx) tile_config(CFG_D64);
+        for (int x0 = 0; x0 < Wp; x0 += 64) blk_exit(amx, rows, j->we, j->mask, out, x0);
         for (int w = 0; w < W; w++)
             for (int o = 0; o < 3; o++)
                 for (int a = 0; a < 2; a++)
@@ -777,7 +853,7 @@ static void *run_tail(void *arg) {
                             out[(long)w * 16 + k] + j->be[k];
                     }
     }
-    _tile_release();
+    if (amx) _tile_release();
     free(xr); free(er); free(out);
     return NULL;
 }
@@ -785,7 +861,7 @@ static void *run_tail(void *arg) {
 int srkit_bf16_subpixel_tail(const bf16 *x, long xs, int H, int W, int G, const bf16 *wa, const float *ba,
                              const bf16 *we, const float *be, const unsigned char *mask, float *y, long sy, long sx,
                              long sc, int nthreads) {
-    if (!AMX_ON || (G != 1 && G != 4) || H < 1 || W < 1 || !x || !y || !wa || !ba || !we || !be || !mask ||
+    if ((G != 1 && G != 4) || H < 1 || W < 1 || !x || !y || !wa || !ba || !we || !be || !mask ||
         xs < 64 || sc != 1 || sx < 3 || sy < 2L * W * sx)
         return -1;
     const int n = clamp_threads(nthreads, H);
@@ -797,7 +873,7 @@ int srkit_bf16_subpixel_tail(const bf16 *x, long xs, int H, int W, int G, const 
     return parallel(run_tail, jobs, sizeof(tail_t), n);
 }
 
-/* ---- A wide-activation body (AMX only): y = conv3x3(W3)(conv1x1(W2)(relu(conv1x1(W1)(x)))), 64 channels in and
+/* ---- A wide-activation body: y = conv3x3(W3)(conv1x1(W2)(relu(conv1x1(W1)(x)))), 64 channels in and
    out, 64 c1 in the middle, the second 1x1's outputs zero-padded to 64, streamed by rows as _cpu_kernels.c's
    srkit_wide_body: the wide map lives per block of 32 pixels, the 64-padded map in a ring of three rows. ---- */
 typedef struct {
@@ -810,21 +886,21 @@ typedef struct {
 } body_t;
 
 /* row r of relu(x W1 + b1) W2 + b2 into dst + (w + 1) * 64 for w < W (the rest of dst stays zero) */
-static void body_row(const body_t *j, int r, bf16 *xrow, bf16 *t1, float *tmp, bf16 *dst) {
+static void body_row(const body_t *j, int amx, int r, bf16 *xrow, bf16 *t1, float *tmp, bf16 *dst) {
     const int W = j->W, Wp = (W + 31) / 32 * 32, C1 = 64 * j->c1;
     const __m512 zero = _mm512_setzero_ps();
     load_row(j->x, j->xs, W, 1, 64, r, xrow - 64, 0);  /* xrow[w] = x[r][w]; xrow's pixels past W stay zero */
     for (int x0 = 0; x0 < Wp; x0 += 32) {
         const bf16 *src[1] = {xrow + (long)x0 * 64};
         for (int c = 0; c < j->c1; c++) {
-            amx_conv(src, 1, 64, j->w1 + (long)c * 32 * 128, tmp, 0);
+            blk_conv(amx, src, 1, 64, j->w1 + (long)c * 32 * 128, tmp, 0);
             for (int p = 0; p < 32; p++)
                 for (int m = 0; m < 64; m += 16)
                     st16(t1 + (long)p * C1 + c * 64 + m, _mm512_max_ps(_mm512_add_ps(_mm512_load_ps(tmp + p * 64 + m),
                                                                                       _mm512_loadu_ps(j->b1 + c * 64 + m)), zero));
         }
         const bf16 *mid[1] = {t1};
-        amx_conv(mid, 1, C1, j->w2, tmp, 0);
+        blk_conv(amx, mid, 1, C1, j->w2, tmp, 0);
         for (int p = 0; p < 32 && x0 + p < W; p++)
             for (int m = 0; m < 64; m += 16)
                 st16(dst + (long)(x0 + p + 1) * 64 + m, _mm512_add_ps(_mm512_load_ps(tmp + p * 64 + m), _mm512_loadu_ps(j->b2 + m)));
@@ -833,7 +909,7 @@ static void body_row(const body_t *j, int r, bf16 *xrow, bf16 *t1, float *tmp, b
 
 static void *run_body(void *arg) {
     body_t *j = (body_t *)arg;
-    const int W = j->W, Wp = (W + 31) / 32 * 32;
+    const int amx = AMX_ON, W = j->W, Wp = (W + 31) / 32 * 32;
     const long rowlen = (long)(Wp + 8) * 64;
     bf16 *ring = alloc_zeroed(sizeof(bf16) * 3 * rowlen), *xrow = alloc_zeroed(sizeof(bf16) * (size_t)(Wp + 1) * 64);
     bf16 *t1 = alloc_zeroed(sizeof(bf16) * 32 * 64 * (size_t)j->c1);
@@ -842,7 +918,7 @@ static void *run_body(void *arg) {
         free(ring); free(xrow); free(t1); free(tmp); free(out);
         return FAILED;
     }
-    tile_config(CFG_D64);
+    if (amx) tile_config(CFG_D64);
     int have[3] = {INT32_MIN, INT32_MIN, INT32_MIN};
     for (int h = j->h0; h < j->h1; h++) {
         for (int r = h - 1; r <= h + 1; r++) {
@@ -850,16 +926,16 @@ static void *run_body(void *arg) {
             if (have[slot] == r) continue;
             have[slot] = r;
             if (r < 0 || r >= j->H) memset(ring + slot * rowlen, 0, sizeof(bf16) * rowlen);
-            else body_row(j, r, xrow + 64, t1, tmp, ring + slot * rowlen);
+            else body_row(j, amx, r, xrow + 64, t1, tmp, ring + slot * rowlen);
         }
         const bf16 *rows[3] = {ring + slot_of(h - 1) * rowlen, ring + slot_of(h) * rowlen, ring + slot_of(h + 1) * rowlen};
-        for (int x0 = 0; x0 < Wp; x0 += 32) amx_d64(rows, 3, j->w3, out, x0);
+        for (int x0 = 0; x0 < Wp; x0 += 32) blk_conv(amx, rows, 3, 64, j->w3, out, x0);
         for (int w = 0; w < W; w++)
             for (int m = 0; m < 64; m += 16)
                 st16(j->y + ((long)h * W + w) * j->ys + m,
                      _mm512_add_ps(_mm512_load_ps(out + (long)w * 64 + m), _mm512_loadu_ps(j->b3 + m)));
     }
-    _tile_release();
+    if (amx) _tile_release();
     free(ring); free(xrow); free(t1); free(tmp); free(out);
     return NULL;
 }
@@ -867,7 +943,7 @@ static void *run_body(void *arg) {
 int srkit_bf16_wide_body(const bf16 *x, long xs, bf16 *y, long ys, int H, int W, int c1, const bf16 *w1,
                          const float *b1, const bf16 *w2, const float *b2, const bf16 *w3, const float *b3,
                          int nthreads) {
-    if (!AMX_ON || H < 1 || W < 1 || c1 < 1 || c1 > 64 || !x || !y || !w1 || !b1 || !w2 || !b2 || !w3 || !b3 ||
+    if (H < 1 || W < 1 || c1 < 1 || c1 > 64 || !x || !y || !w1 || !b1 || !w2 || !b2 || !w3 || !b3 ||
         xs < 64 || ys < 64)
         return -1;
     const int n = clamp_threads(nthreads, H);
@@ -934,7 +1010,7 @@ int srkit_bf16_scale_add(const bf16 *b, long bs, const float *f, const bf16 *x, 
     return parallel(run_scale_add, jobs, sizeof(pw_t), n);
 }
 
-/* ---- A grouped 3x3 conv (AMX only), 64 channels in 4 groups of 16, each group to `per` outputs (a multiple of
+/* ---- A grouped 3x3 conv, 64 channels in 4 groups of 16, each group to `per` outputs (a multiple of
    16), + bias, optional ReLU, by rows, bf16 or float32 out: a grouped upsampling conv. Per group and row:
    chunks of 64 outputs, then of 16, as _cpu_kernels.c's srkit_gconv3x3. ---- */
 typedef struct {
@@ -946,7 +1022,7 @@ typedef struct {
 
 static void *run_gconv(void *arg) {
     gconv_t *j = (gconv_t *)arg;
-    const int W = j->W, Wp = (W + 63) / 64 * 64;
+    const int amx = AMX_ON, W = j->W, Wp = (W + 63) / 64 * 64;
     const long xlen = (long)(Wp + 8) * 16;
     bf16 *xr = alloc_zeroed(sizeof(bf16) * 4 * 3 * xlen);
     float *out = alloc_zeroed(sizeof(float) * (size_t)Wp * 64);
@@ -954,7 +1030,7 @@ static void *run_gconv(void *arg) {
         free(xr); free(out);
         return FAILED;
     }
-    tile_config(CFG_G16);
+    if (amx) tile_config(CFG_G16);
     int have[3] = {INT32_MIN, INT32_MIN, INT32_MIN};
     const int full = j->per / 64, rest = (j->per % 64) / 16;
     const long gw = 9L * 16 * j->per;          /* one group's packed weights, in bf16 */
@@ -976,8 +1052,8 @@ static void *run_gconv(void *arg) {
                 const int wide = c < full, n = wide ? 64 : 16;
                 const int o0 = g * j->per + (wide ? c * 64 : full * 64 + (c - full) * 16);
                 const bf16 *w = j->w + g * gw + (wide ? (long)c * 9 * 16 * 64 : (long)full * 9 * 16 * 64 + (long)(c - full) * 9 * 16 * 16);
-                if (wide) for (int x0 = 0; x0 < Wp; x0 += 32) amx_conv(rows, 3, 16, w, out, x0);
-                else for (int x0 = 0; x0 < Wp; x0 += 64) amx_g16(rows, w, out, x0);
+                if (wide) for (int x0 = 0; x0 < Wp; x0 += 32) blk_conv(amx, rows, 3, 16, w, out, x0);
+                else for (int x0 = 0; x0 < Wp; x0 += 64) blk_g16(amx, rows, w, out, x0);
                 for (int m = 0; m < n; m += 16) {
                     const __m512 b = _mm512_loadu_ps(j->b + o0 + m);
                     for (int x = 0; x < W; x++) {
@@ -991,14 +1067,14 @@ static void *run_gconv(void *arg) {
             }
         }
     }
-    _tile_release();
+    if (amx) _tile_release();
     free(xr); free(out);
     return NULL;
 }
 
 int srkit_bf16_gconv3x3(const bf16 *x, long xs, int H, int W, int per, const bf16 *w, const float *b, int relu,
                         bf16 *y, float *yf, long ys, int nthreads) {
-    if (!AMX_ON || H < 1 || W < 1 || per < 16 || per % 16 || !x || !w || !b || (!y == !yf) || xs < 64 || ys < 4L * per)
+    if (H < 1 || W < 1 || per < 16 || per % 16 || !x || !w || !b || (!y == !yf) || xs < 64 || ys < 4L * per)
         return -1;
     const int n = clamp_threads(nthreads, H);
     gconv_t jobs[MAXTHREADS];
@@ -1006,4 +1082,89 @@ int srkit_bf16_gconv3x3(const bf16 *x, long xs, int H, int W, int per, const bf1
         jobs[t] = (gconv_t){.x = x, .xs = xs, .H = H, .W = W, .per = per, .relu = relu, .w = w, .b = b, .y = y,
                             .yf = yf, .ys = ys, .h0 = (int)((long)H * t / n), .h1 = (int)((long)H * (t + 1) / n)};
     return parallel(run_gconv, jobs, sizeof(gconv_t), n);
+}
+
+/* ---- The exit conv after an x R pixel shuffle (the x3 branch) from the bf16 unshuffled map, as
+   _cpu_kernels.c's srkit_shuffle_exit: each low-resolution row copied once, phase-major, into a ring of three
+   bf16 rows; each output pixel's taps are phase blocks of its 3x3 low-resolution neighbourhood (blocks whose
+   weights are all zero skipped); the float32 image written with any strides. vdpbf16ps on every bf16 CPU: the
+   32 output lanes (27 used at R = 3) are two vectors, no AMX tile shape. ---- */
+#define SXB 12  /* output pixels a block: 24 accumulators */
+typedef struct {
+    const bf16 *x; long xs;
+    int H, W, G, R;
+    const pair *we; const float *be;  /* [9 taps][R^2 phases][32 pairs][32][2]: lane o * R^2 + a * R + b; [3] */
+    const unsigned char *mask;        /* [9][R^2] */
+    float *y; long sy, sx, sc;
+    int h0, h1;
+} bsexit_t;
+
+static void *run_shuffle_exit(void *arg) {
+    bsexit_t *j = (bsexit_t *)arg;
+    const int W = j->W, R = j->R, RR = R * R, C = 64 * RR, K = 64 / j->G;
+    const long rowlen = (long)(W + 2 + SXB) * C;  /* padded at both ends; a last block reads past W */
+    bf16 *ring = alloc_zeroed(sizeof(bf16) * 3 * rowlen);
+    float *out = alloc_zeroed(sizeof(float) * (size_t)(W + SXB) * 32);
+    if (!ring || !out) {
+        free(ring); free(out);
+        return FAILED;
+    }
+    int have[3] = {INT32_MIN, INT32_MIN, INT32_MIN};
+    for (int h = j->h0; h < j->h1; h++) {
+        for (int r = h - 1; r <= h + 1; r++) {
+            const int s = slot_of(r);
+            if (have[s] == r) continue;
+            have[s] = r;
+            bf16 *row = ring + s * rowlen;
+            if (r < 0 || r >= j->H) { memset(row, 0, sizeof(bf16) * rowlen); continue; }
+            for (int w = 0; w < W; w++) {         /* [g][q][k] -> [q][g * K + k] */
+                const bf16 *src = j->x + ((long)r * W + w) * j->xs;
+                bf16 *dst = row + (long)(w + 1) * C;
+                for (int g = 0; g < j->G; g++)
+                    for (int q = 0; q < RR; q++)
+                        memcpy(dst + q * 64 + g * K, src + (long)(g * RR + q) * K, sizeof(bf16) * K);
+            }
+        }
+        const bf16 *rows[3] = {ring + slot_of(h - 1) * rowlen, ring + slot_of(h) * rowlen,
+                               ring + slot_of(h + 1) * rowlen};
+        for (int x0 = 0; x0 < W; x0 += SXB) {
+            __m512 acc[2 * SXB];
+            _Pragma("GCC unroll 24") for (int i = 0; i < 2 * SXB; i++) acc[i] = _mm512_setzero_ps();
+            for (int ky = 0; ky < 3; ky++)
+                for (int kx = 0; kx < 3; kx++)
+                    for (int q = 0; q < RR; q++) {
+                        const int tq = (ky * 3 + kx) * RR + q;
+                        if (!j->mask[tq]) continue;
+                        const pair *src = (const pair *)(rows[ky] + (long)(x0 + kx) * C + q * 64);
+                        const pair *wk = j->we + (long)tq * 32 * 32;
+                        ACCUMULATE(SXB, 2, 32, C / 2, src, wk, acc)
+                    }
+            _Pragma("GCC unroll 12") for (int p = 0; p < SXB; p++) {
+                _mm512_storeu_ps(out + (long)(x0 + p) * 32, acc[2 * p]);
+                _mm512_storeu_ps(out + (long)(x0 + p) * 32 + 16, acc[2 * p + 1]);
+            }
+        }
+        for (int w = 0; w < W; w++)
+            for (int o = 0; o < 3; o++)
+                for (int a = 0; a < R; a++)
+                    for (int b = 0; b < R; b++)
+                        j->y[(long)(R * h + a) * j->sy + (long)(R * w + b) * j->sx + o * j->sc] =
+                            out[(long)w * 32 + o * RR + a * R + b] + j->be[o];
+    }
+    free(ring); free(out);
+    return NULL;
+}
+
+int srkit_bf16_shuffle_exit(const bf16 *x, long xs, int H, int W, int G, int R, const pair *we, const float *be,
+                            const unsigned char *mask, float *y, long sy, long sx, long sc, int nthreads) {
+    if ((G != 1 && G != 4) || (R != 2 && R != 3) || H < 1 || W < 1 || !x || !y || !we || !be || !mask ||
+        xs < 64L * R * R || sc != 1 || sx < 3 || sy < (long)R * W * sx)
+        return -1;
+    const int n = clamp_threads(nthreads, H);
+    bsexit_t jobs[MAXTHREADS];
+    for (int t = 0; t < n; t++)
+        jobs[t] = (bsexit_t){.x = x, .xs = xs, .H = H, .W = W, .G = G, .R = R, .we = we, .be = be, .mask = mask,
+                             .y = y, .sy = sy, .sx = sx, .sc = sc,
+                             .h0 = (int)((long)H * t / n), .h1 = (int)((long)H * (t + 1) / n)};
+    return parallel(run_shuffle_exit, jobs, sizeof(bsexit_t), n);
 }

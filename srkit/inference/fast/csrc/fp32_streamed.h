@@ -606,6 +606,12 @@ static void *run_fuse(void *arg) {
             src = src0 = pad;
             stride = stride0 = 64 * j->nchunks;
         }
+        if (np == 6 && p0 + 12 <= j->p1)  /* the next block's pixels, from memory: the buffer is far larger than L2 */
+            for (int p = 6; p < 12; p++)
+                for (int c = 0; c < j->nchunks; c++)
+                    for (int l = 0; l < 64; l += 16)
+                        _mm_prefetch((const char *)(c ? src + p * stride + c * 64 + l : src0 + p * stride0 + l),
+                                     _MM_HINT_T0);
         fuse_pixels6(src0, stride0, src, stride, j->nchunks, j->w, j->b, tmp);
         for (int p = 0; p < np; p++) memcpy(j->y + (p0 + p) * j->ys, tmp + p * 64, sizeof(float) * 64);
     }
