@@ -171,6 +171,7 @@ def _serve(conn, fn, info=None) -> None:
     out = fn()  # warm-up
     conn.send(out)
     while conn.recv() == "run":
+        time.sleep(0.5)  # the side before may leave threads spinning after its turn: let them go idle first
         t0 = time.perf_counter()
         fn()
         conn.send(time.perf_counter() - t0)

@@ -21,9 +21,16 @@ PAGE = ROOT / "docs" / "performance.md"
 # for every trailing cell of that run; (label prefix, model, scale) -> what adds to it in one cell.
 TRAILING: dict[tuple[str, str | None, float | None], str] = {
     ("API defaults (bf16 on AMX-BF16)", "carn_m", 3.0):
-        "its x3 tail (a grouped 3x3 conv 64 -> 576, pixel shuffle by 3, the exit conv) has no bf16 kernel yet: "
-        "it runs the float32 shuffle-exit kernel, so the conv before it writes a float32 576-channel map, nine "
-        "times the input's pixels at 64 channels, where OpenVINO stays in bf16.",
+        "its x3 tail (a grouped 3x3 conv 64 -> 576, pixel shuffle by 3, the exit conv) has no AMX kernel (the "
+        "bf16 shuffle exit is vdpbf16ps, half the float32 FMA's rate there): it runs the float32 shuffle-exit "
+        "kernel, so the conv before it writes a float32 576-channel map, nine times the input's pixels at 64 "
+        "channels, where OpenVINO stays in bf16.",
+    ("API defaults (bf16 on AVX512-BF16, AMD Zen 5)", None, None):
+        "OverNet's overscaling tail (the upsampler's last conv, the pixel shuffle and the bicubic resize to the "
+        "asked scale) and its exit conv have no bf16 kernel: the conv writes a float32 256-channel map at twice "
+        "the input's size for the float32 shuffle + resize kernel, and the exit conv reads a float32 copy of the "
+        "64-channel map at the output size, where OpenVINO stays in bf16. The project's time in one cell also "
+        "spread by up to 28% between runs on this machine (OverNet x3: 896 and 1146 ms; OpenVINO 966 and 1021 ms).",
     ("precision fp32, against OpenVINO's defaults", None, None):
         "float32 (`--fp32`) against OpenVINO's bf16 on AMX-BF16. The like-for-like comparison is the bf16 "
         "default above; this series is what choosing float32 costs on such a CPU.",

@@ -29,6 +29,22 @@ def test_auto_is_bf16_only_where_the_cpu_computes_it_natively_and_it_measured_fa
     assert resolve("auto", CPU) is None
 
 
+@pytest.mark.parametrize("family, want", [("AuthenticAMD:26", torch.bfloat16),  # Zen 5: measured faster
+                                           ("AuthenticAMD:25", None),             # Zen 4: not measured
+                                           ("GenuineIntel:6", None)])             # a Xeon's AVX512-BF16 alone
+def test_auto_on_avx512_bf16_alone_follows_the_cpu_family_it_measured_faster_on(bf16_cpu, monkeypatch, family, want):
+    monkeypatch.setattr(precision, "BF16_FASTER_ON", ("amx_bf16", "avx512_bf16@AuthenticAMD:26"))
+    monkeypatch.setattr(precision, "_cpu_family", lambda: family)
+    assert resolve("auto", CPU) == want
+    monkeypatch.setattr(precision, "_cpu_flags", lambda: frozenset({"avx512f", "avx512_bf16", "amx_bf16"}))
+    assert resolve("auto", CPU) == torch.bfloat16  # AMX-BF16: faster on any family
+
+
+def test_the_cpu_family_is_read_from_proc_cpuinfo():
+    fam = precision._cpu_family()
+    assert fam == "" or (fam.count(":") == 1 and fam.split(":")[1].isdigit())
+
+
 @pytest.mark.parametrize("build", ["avx2", "avx512"])
 def test_auto_is_fp32_on_a_cpu_without_native_bf16_forced_by_the_fp32_kernel_builds(bf16_cpu, monkeypatch, build):
     """SRKIT_CPU_KERNELS=avx2|avx512 forces a float32 build of the streamed kernels, standing for a CPU of that
