@@ -132,10 +132,11 @@ def api_table(name: str, api: list[dict]) -> list[str]:
     out += [f"## {heading}", "",
             "`python scripts/bench_inference.py --peers --all_cells --project api --json ...`: `srkit.api`'s "
             "`Upscaler` with its defaults on a tensor (tiles chosen per image, the fast path, the streamed "
-            "kernels this CPU runs, `precision=\"auto\"`) against ONNX Runtime's CPU provider, OpenVINO set "
-            "to float32 (`openvino`) and OpenVINO with its defaults (`openvino_default`, no precision hint) on "
-            "the project's own ONNX export of the same weights. 1280x720 output, every side in its own process "
-            "with the same threads, the sides taking turns; median of 3 per run. The ratio is the peer's time "
+            f"kernels this CPU runs, `precision=\"{api[0].get('precision', 'auto')}\"`) against ONNX Runtime's "
+            "CPU provider, OpenVINO set to float32 (`openvino`) and OpenVINO with its defaults "
+            "(`openvino_default`, no precision hint) on the project's own ONNX export of the same weights. "
+            "1280x720 output, every side in its own process with the same threads, the sides taking turns; "
+            f"median of {api[0].get('runs', 3)} per run; the times are run 1's. The ratio is the peer's time "
             "over the project's (above 1: the project is faster).", "", _precisions(api), "",
             "| model | scale | project ms | " + " | ".join(f"{s} ms" for s in sides) + " | " +
             " | ".join(f"vs {s}, run " + ", ".join(str(i + 1) for i in range(len(api))) for s in sides) + " |",

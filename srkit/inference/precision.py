@@ -12,7 +12,8 @@ the prepared models at 1280x720 output, in one process taking turns (scripts/ben
 - a 2-core Xeon with AMX-BF16: 1.4-4.1x on every registered model and scale (scripts/bench_inference.py
   --peers at both precisions agrees: against OpenVINO's defaults the fp32 path ran 0.33-1.53x, the bf16 one
   0.82-2.69x), so ``auto`` is bf16 there;
-- a 2-core AMD EPYC Zen 5 (family 26: AVX512-BF16, no AMX): ZEN5_CELLS, so ``auto`` is bf16 there too;
+- a 2-core AMD EPYC Zen 5 (family 26: AVX512-BF16, no AMX): 1.21-1.98x on every registered model and scale,
+  so ``auto`` is bf16 there too;
 - not on AVX512-BF16 alone elsewhere: on the Xeon with AMX turned off, vdpbf16ps does half the float32 FMA's
   multiply-adds a cycle and its kernels lost to the float32 ones; Zen 4 (family 25) is unmeasured.
 """
