@@ -217,6 +217,30 @@ def test_channel_mean_and_scale_add(hw):
 
 
 @needs_bf16
+def test_a_prepared_models_global_mean_of_a_bf16_map_runs_the_kernel(monkeypatch):
+    """A GlobalAvgPool outside an SE-scaled residual (OverNet's global skip) becomes a ChannelMean in the fast
+    path: a bf16 map's mean from the one-pass kernel (float32 sums), anything else from the model's own pool."""
+    import sys
+    from pathlib import Path
+    sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "scripts"))
+    from bench_inference import build
+    from srkit.inference.fast import prepare_fast
+    from srkit.inference.fast.modules import ChannelMean
+    means = [m for m in prepare_fast(build("overnet", 2)[0], half=torch.bfloat16).modules()
+             if isinstance(m, ChannelMean)]
+    assert len(means) == 1
+    mean, calls = means[0], []
+    monkeypatch.setattr(mean.pool, "forward", lambda x: calls.append(x.dtype) or x.mean((2, 3), keepdim=True))
+    b = _bf16_nhwc(2, 64, 37, 53)
+    with torch.inference_mode():
+        got = mean(b)
+        assert calls == [] and got.dtype == torch.bfloat16 and got.shape == (2, 64, 1, 1)
+        mean(b.float())
+    assert calls == [torch.float32]
+    torch.testing.assert_close(got.double(), b.double().mean((2, 3), keepdim=True), rtol=2 ** -8, atol=0)
+
+
+@needs_bf16
 def test_kernels_decline_what_they_do_not_serve():
     blk = _init(ResidualBlock(64))
     k = cpu_bf16.ResidualBF16.from_body(list(blk.body))

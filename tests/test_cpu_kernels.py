@@ -192,6 +192,38 @@ def test_streamed_shuffle_resize_equals_the_resize_of_the_shuffled_map(r, groups
 
 
 @needs_kernels
+@pytest.mark.parametrize("groups", [1, 4])
+@pytest.mark.parametrize("r", [3, 4, 5])
+def test_streamed_shuffle_resize_with_the_exit_conv_equals_the_conv_of_the_resized_map(r, groups):
+    """The exit conv taken into the pass (an overscaling model's shuffle, resize and 3x3 exit as one: neither
+    map is made) equals exit(bicubic_resize(pixel_shuffle(y))) in float64, edge rows and columns (the conv's
+    zero padding) included, at every size, from a float32 input and from its bf16 rounding (a bf16 model's
+    upsampling conv writes bf16 for it), in a batch of two."""
+    from srkit.inference.fast import shuffle_order
+    torch.manual_seed(6)
+    order = shuffle_order(64, r, groups)
+    exit_conv = nn.Conv2d(64, 3, 3, 1, 1)
+    streamed = StreamedShuffleResize(r, groups)
+    assert streamed.with_exit(exit_conv)
+    for h, w in SIZES[:5]:
+        y = _nhwc(2, 64 * r * r, h, w)
+        for dtype in (torch.float32, torch.bfloat16):
+            yd = y.to(dtype)
+            emitted = yd[:, order].contiguous(memory_format=torch.channels_last)
+            for scale in (r - 1, r * 0.6):
+                out_hw = (max(1, int(h * scale)), max(1, int(w * scale)))
+                with torch.inference_mode():
+                    got = streamed(emitted, out_hw, scale / r)
+                resized = bicubic_resize(F.pixel_shuffle(yd.double(), r), out_hw, scale / r)
+                want = F.conv2d(resized, exit_conv.weight.double(), exit_conv.bias.double(), padding=1)
+                assert got.shape == (2, 3, *out_hw) and got.dtype == torch.float32
+                assert got.is_contiguous(memory_format=torch.channels_last)
+                assert (got - want).abs().max().item() <= FAST_PATH_ATOL, (h, w, scale, dtype)
+    assert not StreamedShuffleResize(r, groups).with_exit(nn.Conv2d(64, 3, 1))       # not a 3x3 exit
+    assert not StreamedShuffleResize(r, groups).with_exit(nn.Conv2d(64, 12, 3, 1, 1))  # not 3 outputs
+
+
+@needs_kernels
 @pytest.mark.parametrize("relu", [True, False])
 @pytest.mark.parametrize("groups,out", [(1, 192), (4, 576), (4, 256), (4, 64)])
 def test_streamed_conv3x3_equals_the_conv(relu, groups, out):
@@ -296,13 +328,21 @@ def test_the_c_side_refuses_strides_and_sizes_it_does_not_serve():
     resized = torch.full((6, 6, 64), 7.0)
     wide = torch.zeros(4, 4, 256)
     shuffle_resize = lambda xs, r, cols: lib.srkit_shuffle_resize(  # noqa: E731
-        wide.data_ptr(), xs, 4, 4, 1, r, 6, 6, iy.data_ptr(), wy.data_ptr(), cols.data_ptr(), wx.data_ptr(),
-        resized.data_ptr(), 6 * 64, 64, 1)
+        wide.data_ptr(), xs, 0, 4, 4, 1, r, 6, 6, iy.data_ptr(), wy.data_ptr(), cols.data_ptr(), wx.data_ptr(),
+        None, None, resized.data_ptr(), 6 * 64, 64, 1, 1)
     assert shuffle_resize(64, 2, ix) == -1     # a pixel stride shorter than the 256 channels read
     assert shuffle_resize(256, 2, far) == -1   # a tap outside the shuffled map
     assert shuffle_resize(256, 1, ix) == -1    # a shuffle factor it does not serve
     assert bool((resized == 7).all())
     assert shuffle_resize(256, 2, ix) == 0 and not bool((resized == 7).any())
+    we, be, out3 = torch.zeros(64, 32), torch.zeros(3), torch.full((6, 6, 3), 7.0)
+    with_exit = lambda bias, sx: lib.srkit_shuffle_resize(  # noqa: E731
+        wide.data_ptr(), 256, 0, 4, 4, 1, 2, 6, 6, iy.data_ptr(), wy.data_ptr(), ix.data_ptr(), wx.data_ptr(),
+        we.data_ptr(), bias, out3.data_ptr(), 6 * sx, sx, 1, 1)
+    assert with_exit(None, 3) == -1           # exit weights without their bias
+    assert with_exit(be.data_ptr(), 2) == -1  # output pixels narrower than the exit's 3 channels
+    assert bool((out3 == 7).all())
+    assert with_exit(be.data_ptr(), 3) == 0 and bool((out3 == 0).all())
 
 
 @needs_kernels

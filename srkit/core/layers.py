@@ -36,10 +36,11 @@ class FastPath:
     (``self.<exit_conv>(self.<upsampler>(x, ...))``, nothing in between). The fast path then moves the exit conv
     into every branch of the upsampler (an ``nn.Sequential`` of ``[conv, ReLU, PixelShuffle(r)]`` stages,
     see :func:`pixel_shuffle_stages`) and runs a branch's last x2 stage with the exit as one sub-pixel conv.
-    ``resize``: instead, the name of a :class:`BicubicResize` that reads the upsampler's output as it is
-    (``self.<resize>(self.<upsampler>(x), ...)``; the exit conv comes later). The fast path then hands the
-    resize the upsampler's output before its last pixel shuffle, and runs the shuffle and the resize as one:
-    the shuffled map, the largest tensor of an overscaling model, is never made.
+    ``resize``: instead, the name of a :class:`BicubicResize` that reads the upsampler's output as it is, and
+    whose output the exit conv reads as it is (``self.<exit_conv>(self.<resize>(self.<upsampler>(x), ...))``).
+    The fast path then hands the resize the upsampler's output before its last pixel shuffle, and runs the
+    shuffle, the resize and the exit conv as one: neither the shuffled map, the largest tensor of an
+    overscaling model, nor the resized one is made.
     """
     exit_conv: str | None = None
     upsampler: str | None = None

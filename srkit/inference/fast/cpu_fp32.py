@@ -37,7 +37,7 @@ from srkit.inference.fast.backends import Backend, register
 _LIB: ctypes.CDLL | None | bool = None  # None: not looked for yet; False: not usable here
 _VARIANT = ""
 _WHY_NOT = ""
-_ABI = 6  # the functions and argument lists below; csrc/fp32_streamed.h's ABI must match
+_ABI = 7  # the functions and argument lists below; csrc/fp32_streamed.h's ABI must match
 VARIANTS = {"avx512": ("_fp32_avx512", ("AVX512", "AMX"), 1), "avx2": ("_fp32_avx2", ("AVX2", "AVX512", "AMX"), 2)}
 
 
@@ -55,7 +55,7 @@ def _load(path: Path, variant: int) -> ctypes.CDLL:
                        ("srkit_wide_body", [p, long, p, long, i, i, i, p, p, p, p, p, p, p, i]),
                        ("srkit_gconv3x3", [p, long, i, i, i, p, p, i, p, long, i]),
                        ("srkit_shuffle_exit", [p, long, i, i, i, i, p, p, p, p, long, long, long, i]),
-                       ("srkit_shuffle_resize", [p, long, i, i, i, i, i, i, p, p, p, p, p, long, long, i])):
+                       ("srkit_shuffle_resize", [p, long, i, i, i, i, i, i, i, p, p, p, p, p, p, p, long, long, long, i])):
         getattr(lib, name).argtypes = args
         getattr(lib, name).restype = i
     return lib
@@ -376,30 +376,51 @@ class StreamedShuffleExit(nn.Module):
 class StreamedShuffleResize(nn.Module):
     """``bicubic_resize(pixel_shuffle(x, r), out_hw, factor)`` (srkit.core.resize) for ``x`` in the fast path's
     shuffle channel order (``modules.shuffle_order``, ``groups`` 1 or 4, 64 channels after the
-    shuffle), in one pass: the shuffled map (r^2 times the pixels) is never made."""
+    shuffle), in one pass: the shuffled map (r^2 times the pixels) is never made. With an exit conv (3x3,
+    64 -> 3, :meth:`with_exit`), ``exit(bicubic_resize(...))`` in the same pass: nor is the resized map.
+    ``x`` is float32 or bf16 (a bf16 model's upsampling conv writes bf16 for it); the sums are float32."""
+
+    reads_bf16 = True  # modules._float_for: no float32 copy of a bf16 input
 
     def __init__(self, r: int, groups: int) -> None:
         super().__init__()
         self.r, self.groups = r, groups
+        self.register_buffer("we", None)
+        self.register_buffer("be", None)
         self.workspace = None  # set by rewrite.prepare_fast
 
+    def with_exit(self, exit_conv: nn.Module) -> bool:
+        """Take ``exit_conv`` (an nn.Conv2d or a modules.FusedConv without ReLU) into the pass; False when its
+        shape does not fit (a 3x3 conv 64 -> 3 with a bias)."""
+        if tuple(exit_conv.weight.shape) != (3, 64, 3, 3) or exit_conv.groups != 1 or not _plain_3x3(exit_conv) \
+                or getattr(exit_conv, "relu", False):
+            return False
+        we = torch.zeros(64, 32)  # lane o * 9 + dy * 3 + dx: what a resized pixel gives output o at offset (dy, dx)
+        we[:, :27] = exit_conv.weight.detach().float().permute(1, 0, 2, 3).reshape(64, 27)
+        self.register_buffer("we", we.contiguous())
+        self.register_buffer("be", exit_conv.bias.detach().float().contiguous())
+        return True
+
     def forward(self, x: torch.Tensor, out_hw: tuple[int, int], factor: float) -> torch.Tensor | None:
-        """The resized 64-channel map (channels_last), or None when the kernel cannot run."""
-        lib = _runnable(x)
+        """The resized 64-channel map, or with an exit conv its 3-channel output (float32, channels_last), or
+        None when the kernel cannot run."""
+        lib = _runnable(*([] if self.we is None else [self.we]))
         xs = _pixel_stride(x)
         r = self.r
-        if lib is None or xs is None or x.shape[1] != 64 * r * r or not 2 <= r <= 8 or self.groups not in (1, 4):
+        if lib is None or xs is None or x.device.type != "cpu" or x.dtype not in (torch.float32, torch.bfloat16) \
+                or x.shape[1] != 64 * r * r or not 2 <= r <= 8 or self.groups not in (1, 4):
             return None
         n, _, h, w = x.shape
         (iy, wy), (ix, wx) = (bicubic_taps(o, i * r, factor) for o, i in zip(out_hw, (h, w)))
         iy, ix = iy.to(torch.int32).contiguous(), ix.to(torch.int32).contiguous()
         wy, wx = wy.float().contiguous(), wx.float().contiguous()
-        y = _output((n, 64, *out_hw), self.workspace, x)
+        y = _output((n, 64 if self.we is None else 3, *out_hw), self.workspace, wy)
+        we, be = (None, None) if self.we is None else (self.we.data_ptr(), self.be.data_ptr())
         for i in range(n):
-            _check(lib.srkit_shuffle_resize(x[i].data_ptr(), xs, h, w, self.groups, r, out_hw[0], out_hw[1],
-                                            iy.data_ptr(), wy.data_ptr(), ix.data_ptr(), wx.data_ptr(),
-                                            y[i].data_ptr(), y.stride(2), y.stride(3), torch.get_num_threads()),
-                   "srkit_shuffle_resize")
+            _check(lib.srkit_shuffle_resize(x[i].data_ptr(), xs, x.dtype == torch.bfloat16, h, w, self.groups, r,
+                                            out_hw[0], out_hw[1], iy.data_ptr(), wy.data_ptr(), ix.data_ptr(),
+                                            wx.data_ptr(), we, be, y[i].data_ptr(), y.stride(2), y.stride(3),
+                                            y.stride(1), torch.get_num_threads()), "srkit_shuffle_resize")
         return y
 
 

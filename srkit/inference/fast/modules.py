@@ -44,7 +44,7 @@ def _float_for(streamed: nn.Module, x: torch.Tensor) -> torch.Tensor:
     """``x`` as a float32 streamed kernel without a bf16 form reads it: a float32 copy of a bf16 map where
     prepare_fast kept that kernel's weights float32 in a bf16 model (its output is the image, or feeds the
     image-side convs, which run float32 anyway), else ``x``."""
-    keeps = all(b.dtype != torch.bfloat16 for b in streamed.buffers())
+    keeps = all(b.dtype != torch.bfloat16 for b in streamed.buffers()) and not getattr(streamed, "reads_bf16", False)
     return x.float() if x.dtype == torch.bfloat16 and keeps else x
 
 
@@ -321,6 +321,23 @@ class FusedResidual(nn.Module):
         return self.last(self.head(x), residual=x)
 
 
+class ChannelMean(nn.Module):
+    """A model's ``GlobalAvgPool`` (``pool``, still the one a tiled forward's statistics are kept for): the
+    plain mean of a bf16 map as one float32-summing pass (cpu_bf16.channel_mean; torch's bf16 mean over H and W
+    of an NHWC map measured 20x slower), else the pool itself."""
+
+    def __init__(self, pool: GlobalAvgPool) -> None:
+        super().__init__()
+        self.pool = pool
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if x.dtype == torch.bfloat16 and POOL_STATS.get() is None and cpu_bf16.available():
+            mean = cpu_bf16.channel_mean(x)
+            if mean is not None:
+                return mean.to(x.dtype)
+        return self.pool(x)
+
+
 class SEScaledResidual(nn.Module):
     """``Fusion.SE_SCALED_RESIDUAL``: ``b * (gate(pool(b)) * res_scale) + x * x_scale`` for ``b = body(x)``,
     the per-channel factors folded into one vector so that the map is read and written twice (a multiply, a
@@ -466,16 +483,19 @@ class ShuffleExit(StreamedOrPlain):
 
 
 class ShuffleResize(StreamedOrPlain):
-    """A declared resize (``FastPath.resize``) given the upsampler's output before its last pixel shuffle: on
-    a CPU where the streamed kernel runs, the shuffle and the bicubic resize as one pass
-    (``StreamedShuffleResize``: the shuffled map is never made); elsewhere the shuffle, then the resize."""
+    """A declared resize (``FastPath.resize``) given the upsampler's output before its last pixel shuffle, and
+    the exit conv after it where that moved in (``exit``, else None): on a CPU where the streamed kernel runs,
+    the shuffle, the bicubic resize and the exit conv as one pass (``StreamedShuffleResize``: the shuffled and
+    the resized maps are never made); elsewhere the shuffle, then the resize, then the exit conv."""
 
-    def __init__(self, shuffle: "_ShuffleNHWC", resize: nn.Module, streamed: StreamedShuffleResize | None) -> None:
+    def __init__(self, shuffle: "_ShuffleNHWC", resize: nn.Module, streamed: StreamedShuffleResize | None,
+                 exit_conv: nn.Module | None = None) -> None:
         super().__init__()
-        self.shuffle, self.resize, self.streamed = shuffle, resize, streamed
+        self.shuffle, self.resize, self.streamed, self.exit = shuffle, resize, streamed, exit_conv
 
     def plain(self, x: torch.Tensor, out_hw: tuple[int, int], factor: float) -> torch.Tensor:
-        return self.resize(self.shuffle(x), out_hw, factor)
+        y = self.resize(self.shuffle(x), out_hw, factor)
+        return y if self.exit is None else self.exit(y)
 
 
 def _fuse_sequence(mods: list[nn.Module], nhwc: bool = True) -> list[nn.Module]:

@@ -16,13 +16,15 @@ less time.
   buffer and run their 1x1 fusions as matrix products on its channel prefixes; pixel shuffle gathers whole
   channel runs because the conv before it emits its channels in shuffle order; where the model declares that
   its exit conv reads the upsampler's output as it is, the exit conv moves into each branch of the upsampler
-  and a branch's last x2 stage runs as one sub-pixel conv;
+  and a branch's last x2 stage runs as one sub-pixel conv; where it declares a resize after the upsampler
+  instead, the last pixel shuffle, the resize and the exit conv run as one pass;
 - every part runs on the best backend that takes its input (``srkit.inference.fast.backends``): on a CPU
   with AVX-512 or AVX2, the streamed kernels (``cpu_fp32``) for 64-channel residual blocks, the cascades'
   1x1 fusions, x2 tails and other dense 3x3 convs from 64 channels; oneDNN's fused primitives (``onednn``)
   for the rest and wherever a kernel declines; cuDNN on CUDA (``cuda``);
 - optionally weights are cast to half precision (``half=``: fp16 on CUDA, bf16 on the CPU, where oneDNN runs
-  bf16 on the CPU's bf16 units; it changes numerics); in bf16 the image-side convs keep float32.
+  bf16 on the CPU's bf16 units; it changes numerics); in bf16 the image-side convs keep float32, and a
+  global mean of a bf16 map is summed in float32 in one pass (``ChannelMean``).
 
 Every module of the prepared model takes and returns tensors. Run it under ``torch.inference_mode()`` with
 inputs from ``to_fast_input``. ``fuse=False`` keeps only the portable rewrites (ONNX export uses that).
@@ -34,15 +36,17 @@ import copy
 import torch
 import torch.nn as nn
 
-from srkit.core.layers import BicubicResize, FastPath, Fusion, MeanShift
+from srkit.core.layers import BicubicResize, FastPath, Fusion, GlobalAvgPool, MeanShift
 from srkit.inference.fast import cpu_bf16, cpu_fp32, cuda
 from srkit.inference.fast.cpu_fp32 import StreamedShuffleExit, StreamedShuffleResize, StreamedTail, StreamedWideBody
-from srkit.inference.fast.modules import (CascadeFuse, FusedConv, FusedResidual, SEScaledResidual, ShuffleExit,
-                                          ShuffleResize, SubPixelExit, SubPixelTail, WideBody, Workspace,
+from srkit.inference.fast.modules import (CascadeFuse, ChannelMean, FusedConv, FusedResidual, SEScaledResidual,
+                                          ShuffleExit, ShuffleResize, SubPixelExit, SubPixelTail, WideBody, Workspace,
                                           _fuse_sequence, _ShuffleNHWC, _Subtract)
 
-def _shuffle_into_resize(fast: nn.Module, name: str, upsampler: nn.Module) -> None:
-    """Hand the declared resize ``name`` the upsampler's output before its last shuffle (one branch only)."""
+
+def _shuffle_into_resize(fast: nn.Module, name: str, upsampler: nn.Module, exit_name: str | None) -> None:
+    """Hand the declared resize ``name`` the upsampler's output before its last shuffle (one branch only), and
+    the exit conv after it (``exit_name``) where the streamed kernel takes it."""
     branches = [m for m in upsampler.modules() if isinstance(m, nn.Sequential)]
     if len(branches) != 1 or len(branches[0]) < 2 or not isinstance(branches[0][-1], _ShuffleNHWC):
         return
@@ -51,9 +55,12 @@ def _shuffle_into_resize(fast: nn.Module, name: str, upsampler: nn.Module) -> No
     del seq[len(seq) - 1]
     streamed = StreamedShuffleResize(shuffle.r, shuffle.groups) \
         if isinstance(conv, FusedConv) and cpu_fp32.serves(conv.weight) else None
-    if streamed is not None:  # a bf16 model's conv then writes float32 for it (modules._float_for)
-        conv.bf16_float_out = True
-    setattr(fast, name, ShuffleResize(shuffle, getattr(fast, name), streamed))
+    exit_conv = getattr(fast, exit_name, None) if exit_name else None
+    if streamed is None or not isinstance(exit_conv, (nn.Conv2d, FusedConv)) or not streamed.with_exit(exit_conv):
+        exit_conv = None
+    else:  # the model's own call of its exit conv now passes the 3-channel output through
+        setattr(fast, exit_name, nn.Identity())
+    setattr(fast, name, ShuffleResize(shuffle, getattr(fast, name), streamed, exit_conv))
 
 
 def _shuffle_stages(seq: nn.Module) -> bool:
@@ -164,7 +171,10 @@ def prepare_fast(model: nn.Module, half: torch.dtype | None = None, fuse: bool =
     if fuse:
         _fuse(fast, nhwc)
         if isinstance(resize, BicubicResize) and isinstance(upsampler, nn.Module):
-            _shuffle_into_resize(fast, spec.resize, upsampler)
+            _shuffle_into_resize(fast, spec.resize, upsampler, spec.exit_conv)
+        # the global means an SE-scaled residual does not take itself
+        _replace_children(fast, lambda parent, child: isinstance(child, GlobalAvgPool)
+                          and not isinstance(parent, SEScaledResidual), ChannelMean)
     if nhwc:
         fast = fast.to(memory_format=torch.channels_last)
     fast.workspace = Workspace()
@@ -176,11 +186,10 @@ def prepare_fast(model: nn.Module, half: torch.dtype | None = None, fuse: bool =
         # The convs that read or write the image's channels, and the mean subtraction, keep float32 (a few
         # percent of the Mult-Adds); the 64-channel features between them run in bf16.
         if half == torch.bfloat16:
-            for parent in list(fast.modules()):  # an entry conv left plain becomes a FusedConv to be kept float32
-                for name, child in list(parent.named_children()):
-                    if type(child) is nn.Conv2d and child.padding_mode == "zeros" \
-                            and not isinstance(child.padding, str) and _image_side(FusedConv(child, False)):
-                        setattr(parent, name, FusedConv(child, False))
+            # an entry conv left plain becomes a FusedConv to be kept float32
+            _replace_children(fast, lambda _, child: type(child) is nn.Conv2d and child.padding_mode == "zeros"
+                              and not isinstance(child.padding, str) and _image_side(FusedConv(child, False)),
+                              lambda child: FusedConv(child, False))
         edges = [m for m in fast.modules() if half == torch.bfloat16 and _image_side(m)]
         if half == torch.bfloat16 and cpu_bf16.available():
             # the float32 streamed kernels where their bf16 form is absent or declines (the shuffle + resize;
@@ -197,6 +206,14 @@ def prepare_fast(model: nn.Module, half: torch.dtype | None = None, fuse: bool =
     for p in fast.parameters():
         p.requires_grad_(False)
     return fast
+
+
+def _replace_children(model: nn.Module, pick, make) -> None:
+    """Every child ``c`` of a module ``p`` of ``model`` with ``pick(p, c)`` becomes ``make(c)``."""
+    for parent in list(model.modules()):
+        for name, child in list(parent.named_children()):
+            if pick(parent, child):
+                setattr(parent, name, make(child))
 
 
 def _image_side(m: nn.Module) -> bool:

@@ -1,6 +1,7 @@
 /* The float32 streamed kernels for AVX2 + FMA (8 floats a register, 16 registers): the 16-float vector layer and the register-blocked
    innermost products for this register file, then the shared streaming code (fp32_streamed.h). */
 #include <immintrin.h>
+#include <stdint.h>
 
 #define VARIANT 2
 #define VARIANT 2
@@ -22,6 +23,10 @@ static inline v16 v_fmadd(v16 a, v16 b, v16 c) {
 static inline v16 v_fnmadd(v16 a, v16 b, v16 c) {
     v16 r = {_mm256_fnmadd_ps(a.lo, b.lo, c.lo), _mm256_fnmadd_ps(a.hi, b.hi, c.hi)}; return r;
 }
+static inline __m256 bf8(const uint16_t *p) {  /* 8 bf16 -> float32 (exact: a shift) */
+    return _mm256_castsi256_ps(_mm256_slli_epi32(_mm256_cvtepu16_epi32(_mm_loadu_si128((const __m128i *)p)), 16));
+}
+static inline v16 v_loadbf(const uint16_t *p) { v16 r = {bf8(p), bf8(p + 8)}; return r; }
 
 /* AVX2: the same products register-blocked for 16 ymm registers. a[p][0..1] += sum over k < K of
    src[p * PS + k] * wk[k * WS + 0..15] for PB pixels: 2 PB accumulators, 2 weight registers, 1 broadcast. */

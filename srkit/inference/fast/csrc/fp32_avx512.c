@@ -1,6 +1,7 @@
 /* The float32 streamed kernels for AVX-512F (16 floats a register, 32 registers): the 16-float vector layer and the register-blocked
    innermost products for this register file, then the shared streaming code (fp32_streamed.h). */
 #include <immintrin.h>
+#include <stdint.h>
 
 #define VARIANT 1
 #define VARIANT 1
@@ -17,6 +18,9 @@ typedef __m512 v16;
 #define v_max _mm512_max_ps
 #define v_fmadd _mm512_fmadd_ps
 #define v_fnmadd _mm512_fnmadd_ps
+static inline v16 v_loadbf(const uint16_t *p) {  /* 16 bf16 -> float32 (exact: a shift) */
+    return _mm512_castsi512_ps(_mm512_slli_epi32(_mm512_cvtepu16_epi32(_mm256_loadu_si256((const __m256i *)p)), 16));
+}
 
 /* acc[p][m] += sum over input channels k < K of src[p * PS + k] * wk[k][m] for P pixels and M vectors of 16
    output channels. K, P, M (and PS where given as a constant) are compile-time constants, so that the P*M

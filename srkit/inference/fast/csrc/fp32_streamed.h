@@ -17,7 +17,8 @@ on a 2-core Xeon (AVX-512), 640x360, alone: a grouped residual block (groups 4, 
 - srkit_subpixel_tail: the last x2 upsampling conv + ReLU + the sub-pixel exit conv + pixel shuffle, with
   the 256-channel map in a ring of three rows instead of memory.
 - srkit_shuffle_exit: the exit conv after an x3 pixel shuffle, read from the unshuffled map.
-- srkit_shuffle_resize: a pixel shuffle and the bicubic resize after it (an overscaling model), as one pass.
+- srkit_shuffle_resize: a pixel shuffle and the bicubic resize after it (an overscaling model), as one pass,
+  optionally with the exit conv after the resize.
 - srkit_fuse1x1: a cascade's 1x1 fusion over the buffer's 64-channel blocks, bias and ReLU in the store.
 - srkit_conv3x3: any other dense 3x3 conv from 64 channels to 64 n, + bias (+ ReLU), by rows.
 - srkit_gconv3x3: a grouped 3x3 conv, 4 groups of 16 channels to 16 m outputs each, + bias (+ ReLU), by rows.
@@ -41,7 +42,7 @@ it does not serve. */
 #include <string.h>
 
 #define MAX3 4        /* most 3x3 convs in one body */
-#define ABI 6         /* bump with any change of the exported functions (srkit/inference/fast/cpu_fp32.py: _ABI) */
+#define ABI 7         /* bump with any change of the exported functions (srkit/inference/fast/cpu_fp32.py: _ABI) */
 
 /* The version of the exported functions' arguments: a library built from older source is not called. */
 int srkit_kernels_abi(void) { return ABI; }
@@ -518,54 +519,148 @@ int srkit_shuffle_exit(const float *x, long xs, int H, int W, int G, int R, cons
     return parallel(run_shuffle_exit, jobs, sizeof(sexit_t), n);
 }
 
-/* ---- Pixel shuffle by R, then a bicubic resize, as one pass (an overscaling model's upsampler output) ----
+/* ---- Pixel shuffle by R, then a bicubic resize, as one pass (an overscaling model's upsampler output),
+   optionally with the exit conv after it ----
    x: the upsampling conv's output at the low resolution (H x W, pixel stride xs), 64 R^2 channels in the fast
-   path's shuffle order [G][R^2 phases][64/G]. Output pixel (Y, X), channel c = g * 64/G + k: the sum over 4 x 4
-   taps of wy[Y][t] wx[X][u] shuffled[iy[Y][t]][ix[X][u]][c], where shuffled pixel (y, x) is low-resolution
-   pixel (y / R, x / R), phase (y % R) * R + x % R. The taps (edge-clamped indices and weights) come from the
-   caller (srkit.core.resize.bicubic_taps). The shuffled map, R^2 times the input's pixels, is never made. */
+   path's shuffle order [G][R^2 phases][64/G], float32 or (xbf16) bf16. Resized pixel (Y, X), channel
+   c = g * 64/G + k: the sum over 4 x 4 taps of wy[Y][t] wx[X][u] shuffled[iy[Y][t]][ix[X][u]][c], where
+   shuffled pixel (y, x) is low-resolution pixel (y / R, x / R), phase (y % R) * R + x % R. The taps
+   (edge-clamped indices and weights) come from the caller (srkit.core.resize.bicubic_taps). The shuffled map,
+   R^2 times the input's pixels, is never made.
+   With exit weights (we: [64][32], lane o * 9 + dy * 3 + dx = exit[o][c][dy][dx]; be [3]) the output is the
+   exit conv (3x3, 64 -> 3, zero padding) of the resized map instead, and that map is never made either: each
+   resized row is projected at once to the 27 products its pixels give their 3x3 neighbours (P, a ring of three
+   rows), and an output pixel sums its 9 neighbours' lanes. */
 typedef struct {
-    const float *x; long xs;
+    const void *x; long xs; int xbf16;          /* float32, or bf16 where xbf16 */
     int H, W, G, R, Ho, Wo;
     const int *iy, *ix; const float *wy, *wx;   /* [Ho][4], [Wo][4] */
-    float *y; long sy, sx;                      /* output pixel (Y, X) channel c at y + Y * sy + X * sx + c */
+    const float *we, *be;                       /* the exit conv, or NULL */
+    float *y; long sy, sx, sc;                  /* output pixel (Y, X) channel c at y + Y * sy + X * sx + c * sc */
     int h0, h1;
 } sresize_t;
 
-static void *run_shuffle_resize(void *arg) {
-    sresize_t *j = (sresize_t *)arg;
-    const int R = j->R, RR = R * R, K = 64 / j->G, KV = K / 16, W = j->W;
-    for (int Y = j->h0; Y < j->h1; Y++) {
-        const float *rowp[4]; int pa[4];
-        for (int t = 0; t < 4; t++) {
-            const int yy = j->iy[Y * 4 + t];
-            rowp[t] = j->x + (long)(yy / R) * W * j->xs;
-            pa[t] = (yy % R) * R;
+/* The resize runs separably: each shuffled row a band's outputs read is resized along the row once, into a
+   ring of four (the 4 vertical taps of an output row are 4 consecutive rows, edge-clamped: distinct mod 4),
+   and an output pixel sums 4 of those rows' pixels instead of 16 shuffled pixels. */
+typedef struct {
+    float *h;        /* [4][Wo][64]: shuffled row have[s] resized along the row */
+    int have[4];
+} hring_t;
+
+/* hr->h slot s = shuffled row yy resized along the row: pixel X the sum of wx[X][u] shuffled[yy][ix[X][u]]
+   (x float32, or bf16 where xbf16: T its element, LOAD its 16-element load) */
+#define HRESIZE_ROW(NAME, T, LOAD)                                                                           \
+    static void NAME(const sresize_t *j, int yy, float *dst) {                                              \
+        const int R = j->R, RR = R * R, K = 64 / j->G, KV = K / 16;                                         \
+        const T *row = (const T *)j->x + (long)(yy / R) * j->W * j->xs;                                     \
+        const long pa = (long)(yy % R) * R;                                                                  \
+        for (int X = 0; X < j->Wo; X++) {                                                                    \
+            v16 acc[4] = {v_zero(), v_zero(), v_zero(), v_zero()};                                           \
+            for (int u = 0; u < 4; u++) {                                                                    \
+                const int xx = j->ix[X * 4 + u];                                                             \
+                const v16 w = v_set1(j->wx[X * 4 + u]);                                                      \
+                const T *px = row + (long)(xx / R) * j->xs + (pa + xx % R) * K;                              \
+                for (int g = 0; g < j->G; g++)                                                               \
+                    for (int m = 0; m < KV; m++)                                                             \
+                        acc[g * KV + m] = v_fmadd(w, LOAD(px + (long)g * RR * K + m * 16), acc[g * KV + m]); \
+            }                                                                                                \
+            for (int v = 0; v < 4; v++) v_storeu(dst + (long)X * 64 + v * 16, acc[v]);                      \
+        }                                                                                                    \
+    }
+HRESIZE_ROW(hresize_row_f32, float, v_loadu)
+HRESIZE_ROW(hresize_row_bf16, uint16_t, v_loadbf)
+
+/* n resized pixels (Y, X0 ..), 64 channels each, to dst + i * ds */
+static void resize_pixels(const sresize_t *j, hring_t *hr, int Y, int X0, int n, float *dst, long ds) {
+    const float *rows[4];
+    v16 wy[4];
+    for (int t = 0; t < 4; t++) {
+        const int yy = j->iy[Y * 4 + t], s = yy & 3;
+        if (hr->have[s] != yy) {
+            (j->xbf16 ? hresize_row_bf16 : hresize_row_f32)(j, yy, hr->h + (long)s * j->Wo * 64);
+            hr->have[s] = yy;
         }
-        for (int X = 0; X < j->Wo; X++) {
-            v16 acc[4] = {v_zero(), v_zero(), v_zero(), v_zero()};
-            for (int t = 0; t < 4; t++) {
-                const float wyt = j->wy[Y * 4 + t];
-                for (int u = 0; u < 4; u++) {
-                    const int xx = j->ix[X * 4 + u];
-                    const v16 w = v_set1(wyt * j->wx[X * 4 + u]);
-                    const float *px = rowp[t] + (long)(xx / R) * j->xs + (long)(pa[t] + xx % R) * K;
-                    for (int g = 0; g < j->G; g++)
-                        for (int m = 0; m < KV; m++)
-                            acc[g * KV + m] = v_fmadd(w, v_loadu(px + (long)g * RR * K + m * 16), acc[g * KV + m]);
-                }
-            }
-            float *dst = j->y + (long)Y * j->sy + (long)X * j->sx;
-            for (int v = 0; v < 4; v++) v_storeu(dst + v * 16, acc[v]);
+        rows[t] = hr->h + (long)s * j->Wo * 64;
+        wy[t] = v_set1(j->wy[Y * 4 + t]);
+    }
+    for (int X = X0; X < X0 + n; X++) {
+        float *o = dst + (long)(X - X0) * ds;
+        for (int v = 0; v < 4; v++) {
+            const long c = (long)X * 64 + v * 16;
+            v16 acc = v_mul(wy[0], v_loadu(rows[0] + c));
+            for (int t = 1; t < 4; t++) acc = v_fmadd(wy[t], v_loadu(rows[t] + c), acc);
+            v_storeu(o + v * 16, acc);
         }
     }
+}
+
+/* ring row (pixel X at + (X + 1) * 32, zero at both ends) = the 27 exit products of resized row Y */
+static void project_row(const sresize_t *j, hring_t *hr, int Y, float *prow, float *f) {
+    for (int X0 = 0; X0 < j->Wo; X0 += SXP) {
+        const int n = j->Wo - X0 < SXP ? j->Wo - X0 : SXP;
+        resize_pixels(j, hr, Y, X0, n, f, 64);
+        v16 acc[SXP][2];
+        for (int p = 0; p < SXP; p++) acc[p][0] = acc[p][1] = v_zero();
+        for (int k = 0; k < 64; k++) {
+            const v16 w0 = v_loadu(j->we + k * 32), w1 = v_loadu(j->we + k * 32 + 16);
+            _Pragma("GCC unroll 16") for (int p = 0; p < SXP; p++) {
+                const v16 b = v_set1(f[p * 64 + k]);  /* past n: last block's stale pixels, not stored */
+                acc[p][0] = v_fmadd(b, w0, acc[p][0]);
+                acc[p][1] = v_fmadd(b, w1, acc[p][1]);
+            }
+        }
+        for (int p = 0; p < n; p++) {
+            v_storeu(prow + (long)(X0 + p + 1) * 32, acc[p][0]);
+            v_storeu(prow + (long)(X0 + p + 1) * 32 + 16, acc[p][1]);
+        }
+    }
+}
+
+static void *run_shuffle_resize(void *arg) {
+    sresize_t *j = (sresize_t *)arg;
+    const long rowlen = (long)(j->Wo + 2) * 32;
+    hring_t hr = {.h = alloc_zeroed(sizeof(float) * 4 * (size_t)j->Wo * 64), .have = {-1, -1, -1, -1}};
+    float *ring = j->we ? alloc_zeroed(sizeof(float) * 3 * rowlen) : NULL;
+    float *f = j->we ? alloc_zeroed(sizeof(float) * SXP * 64) : NULL;
+    if (!hr.h || (j->we && (!ring || !f))) {
+        free(hr.h); free(ring); free(f);
+        return FAILED;
+    }
+    if (!j->we) {
+        for (int Y = j->h0; Y < j->h1; Y++) resize_pixels(j, &hr, Y, 0, j->Wo, j->y + (long)Y * j->sy, j->sx);
+        free(hr.h);
+        return NULL;
+    }
+    int have[3] = {INT32_MIN, INT32_MIN, INT32_MIN};
+    for (int Y = j->h0; Y < j->h1; Y++) {
+        for (int r = Y - 1; r <= Y + 1; r++) {
+            const int s = slot_of(r);
+            if (have[s] == r) continue;
+            have[s] = r;
+            if (r < 0 || r >= j->Ho) memset(ring + s * rowlen, 0, sizeof(float) * rowlen);
+            else project_row(j, &hr, r, ring + s * rowlen, f);
+        }
+        const float *rows[3] = {ring + slot_of(Y - 1) * rowlen, ring + slot_of(Y) * rowlen,
+                                ring + slot_of(Y + 1) * rowlen};
+        for (int X = 0; X < j->Wo; X++)
+            for (int o = 0; o < 3; o++) {
+                float sum = j->be[o];
+                for (int dy = 0; dy < 3; dy++)
+                    for (int dx = 0; dx < 3; dx++) sum += rows[dy][(long)(X + dx) * 32 + o * 9 + dy * 3 + dx];
+                j->y[(long)Y * j->sy + (long)X * j->sx + o * j->sc] = sum;
+            }
+    }
+    free(hr.h); free(ring); free(f);
     return NULL;
 }
 
-int srkit_shuffle_resize(const float *x, long xs, int H, int W, int G, int R, int Ho, int Wo, const int *iy,
-                         const float *wy, const int *ix, const float *wx, float *y, long sy, long sx, int nthreads) {
+int srkit_shuffle_resize(const void *x, long xs, int xbf16, int H, int W, int G, int R, int Ho, int Wo,
+                         const int *iy, const float *wy, const int *ix, const float *wx, const float *we,
+                         const float *be, float *y, long sy, long sx, long sc, int nthreads) {
+    const int chans = we ? 3 : 64;
     if ((G != 1 && G != 4) || R < 2 || R > 8 || H < 1 || W < 1 || Ho < 1 || Wo < 1 || !x || !y || !iy || !ix ||
-        !wy || !wx || xs < 64L * R * R || sx < 64 || sy < (long)Wo * sx)
+        !wy || !wx || (we && !be) || xs < 64L * R * R || sc != 1 || sx < chans || sy < (long)Wo * sx)
         return -1;
     for (int i = 0; i < Ho * 4; i++)   /* every tap inside the shuffled map: it is read, not clamped, here */
         if (iy[i] < 0 || iy[i] >= H * R) return -1;
@@ -574,9 +669,9 @@ int srkit_shuffle_resize(const float *x, long xs, int H, int W, int G, int R, in
     const int n = clamp_threads(nthreads, Ho);
     sresize_t jobs[MAXTHREADS];
     for (int t = 0; t < n; t++)
-        jobs[t] = (sresize_t){.x = x, .xs = xs, .H = H, .W = W, .G = G, .R = R, .Ho = Ho, .Wo = Wo, .iy = iy,
-                              .ix = ix, .wy = wy, .wx = wx, .y = y, .sy = sy, .sx = sx,
-                              .h0 = (int)((long)Ho * t / n), .h1 = (int)((long)Ho * (t + 1) / n)};
+        jobs[t] = (sresize_t){.x = x, .xs = xs, .xbf16 = xbf16 != 0, .H = H, .W = W, .G = G, .R = R, .Ho = Ho,
+                              .Wo = Wo, .iy = iy, .ix = ix, .wy = wy, .wx = wx, .we = we, .be = be, .y = y,
+                              .sy = sy, .sx = sx, .sc = sc, .h0 = (int)((long)Ho * t / n), .h1 = (int)((long)Ho * (t + 1) / n)};
     return parallel(run_shuffle_resize, jobs, sizeof(sresize_t), n);
 }
 
