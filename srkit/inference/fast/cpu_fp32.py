@@ -55,7 +55,8 @@ def _load(path: Path, variant: int) -> ctypes.CDLL:
                        ("srkit_wide_body", [p, long, p, long, i, i, i, p, p, p, p, p, p, p, i]),
                        ("srkit_gconv3x3", [p, long, i, i, i, p, p, i, p, long, i]),
                        ("srkit_shuffle_exit", [p, long, i, i, i, i, p, p, p, p, long, long, long, i]),
-                       ("srkit_shuffle_resize", [p, long, i, i, i, i, i, i, i, p, p, p, p, p, p, p, long, long, long, i])):
+                       ("srkit_shuffle_resize",
+                        [p, long, i, i, i, i, i, i, i, p, p, p, p, p, p, p, long, long, long, i])):
         getattr(lib, name).argtypes = args
         getattr(lib, name).restype = i
     return lib

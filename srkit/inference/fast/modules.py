@@ -43,9 +43,10 @@ class StreamedOrPlain(nn.Module):
 def _float_for(streamed: nn.Module, x: torch.Tensor) -> torch.Tensor:
     """``x`` as a float32 streamed kernel without a bf16 form reads it: a float32 copy of a bf16 map where
     prepare_fast kept that kernel's weights float32 in a bf16 model (its output is the image, or feeds the
-    image-side convs, which run float32 anyway), else ``x``."""
-    keeps = all(b.dtype != torch.bfloat16 for b in streamed.buffers()) and not getattr(streamed, "reads_bf16", False)
-    return x.float() if x.dtype == torch.bfloat16 and keeps else x
+    image-side convs, which run float32 anyway) and the kernel does not read bf16 itself (``reads_bf16``), else
+    ``x``."""
+    keeps = all(b.dtype != torch.bfloat16 for b in streamed.buffers())
+    return x.float() if x.dtype == torch.bfloat16 and keeps and not getattr(streamed, "reads_bf16", False) else x
 
 
 class _Subtract(nn.Module):

@@ -192,9 +192,10 @@ def prepare_fast(model: nn.Module, half: torch.dtype | None = None, fuse: bool =
                               lambda child: FusedConv(child, False))
         edges = [m for m in fast.modules() if half == torch.bfloat16 and _image_side(m)]
         if half == torch.bfloat16 and cpu_bf16.available():
-            # the float32 streamed kernels where their bf16 form is absent or declines (the shuffle + resize;
-            # the x3 shuffle exit where AMX runs) read a float32 copy of their bf16 input (modules._float_for):
-            # their weights stay float32. Measured faster than oneDNN's bf16 upsampling conv + the float32 exit.
+            # the float32 streamed kernels where their bf16 form is absent or declines (the x3 shuffle exit where
+            # AMX runs) read a float32 copy of their bf16 input (modules._float_for), and the shuffle + resize
+            # (+ exit) reads the bf16 map itself: their weights stay float32. Measured faster than oneDNN's bf16
+            # upsampling conv + the float32 exit.
             edges += [m for m in fast.modules() if isinstance(m, (StreamedTail, StreamedShuffleExit, StreamedShuffleResize))]
         kept = [{k: b for k, b in m._buffers.items()} for m in edges]
         fast = fast.to(half)

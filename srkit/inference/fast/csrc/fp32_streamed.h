@@ -671,7 +671,8 @@ int srkit_shuffle_resize(const void *x, long xs, int xbf16, int H, int W, int G,
     for (int t = 0; t < n; t++)
         jobs[t] = (sresize_t){.x = x, .xs = xs, .xbf16 = xbf16 != 0, .H = H, .W = W, .G = G, .R = R, .Ho = Ho,
                               .Wo = Wo, .iy = iy, .ix = ix, .wy = wy, .wx = wx, .we = we, .be = be, .y = y,
-                              .sy = sy, .sx = sx, .sc = sc, .h0 = (int)((long)Ho * t / n), .h1 = (int)((long)Ho * (t + 1) / n)};
+                              .sy = sy, .sx = sx, .sc = sc, .h0 = (int)((long)Ho * t / n),
+                              .h1 = (int)((long)Ho * (t + 1) / n)};
     return parallel(run_shuffle_resize, jobs, sizeof(sresize_t), n);
 }
 
