@@ -26,11 +26,10 @@ TRAILING: dict[tuple[str, str | None, float | None], str] = {
         "kernel, so the conv before it writes a float32 576-channel map, nine times the input's pixels at 64 "
         "channels, where OpenVINO stays in bf16.",
     ("API defaults (bf16 on AVX512-BF16, AMD Zen 5)", None, None):
-        "OverNet's overscaling tail (the upsampler's last conv, the pixel shuffle and the bicubic resize to the "
-        "asked scale) and its exit conv have no bf16 kernel: the conv writes a float32 256-channel map at twice "
-        "the input's size for the float32 shuffle + resize kernel, and the exit conv reads a float32 copy of the "
-        "64-channel map at the output size, where OpenVINO stays in bf16. The project's time in one cell also "
-        "spread by up to 28% between runs on this machine (OverNet x3: 896 and 1146 ms; OpenVINO 966 and 1021 ms).",
+        "the spread of one timed turn per side on this machine, not a slower path: these cells run the same code "
+        "as in the three runs before the one-pass overscaling tail (commit caee41f's page), where they led "
+        "(CARN-M x3 1.05-1.30x, x4 1.11-1.18x, CARN x4 1.11-1.30x), and over these three runs the same cell "
+        "took the project 145-221 ms (CARN-M x4) and OpenVINO 164-223 ms.",
     ("precision fp32, against OpenVINO's defaults", None, None):
         "float32 (`--fp32`) against OpenVINO's bf16 on AMX-BF16. The like-for-like comparison is the bf16 "
         "default above; this series is what choosing float32 costs on such a CPU.",
